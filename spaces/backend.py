@@ -4,8 +4,9 @@ Everything the UI does goes through :class:`Backend`; app.py only wires widgets.
 :class:`InputError` (a ``ValueError``) with a readable message; app.py turns them into ``gr.Error``.
 
 Configuration (environment):
-    GEOSANE_MODEL: folder of a saved GeoSANE model (``save_pretrained``). Unset or missing: an untrained tiny
-        model with random weights, labelled "untrained demo model" everywhere.
+    GEOSANE_MODEL: folder of a saved GeoSANE model (``save_pretrained``) or a Hub id such as ``geosane/base``
+        (resolved through the local Hub cache first, where ``make demo`` publishes it). Unset or missing: an
+        untrained tiny model with random weights, labelled "untrained demo model" everywhere.
     GEOSANE_COLLECTION: collector output folder for the latent view (optional).
     GEOSANE_EMBEDDINGS: the collection's embeddings file from ``geosane embed`` (skips embedding at first use).
     GEOSANE_EVAL_DIR: evaluation output folder; its ``*.png`` files (convergence curves) are shown (optional).
@@ -210,12 +211,19 @@ class Backend:
 
         env = os.environ if environ is None else environ
         path = env.get("GEOSANE_MODEL", "")
+        model, label = None, UNTRAINED_LABEL
         if path and Path(path, "config.json").is_file():
             model, label = GeoSANEModel.from_pretrained(path), f"GeoSANE model {path}"
-        else:
+        elif path and not Path(path).exists() and path.count("/") == 1:  # a Hub id, e.g. geosane/base (cache first)
+            try:
+                model, label = GeoSANEModel.from_pretrained(path), f"GeoSANE model {path}"
+            except OSError as error:  # not cached and no Hub reachable
+                label = f"{UNTRAINED_LABEL}: {path} could not be loaded ({type(error).__name__})"
+        elif path:
+            label = f"{UNTRAINED_LABEL}: {path} has no config.json"
+        if model is None:
             torch.manual_seed(0)
             model = GeoSANEModel(GeoSANEConfig.from_preset("tiny"))
-            label = UNTRAINED_LABEL if not path else f"{UNTRAINED_LABEL}: {path} has no config.json"
         return cls(
             model,
             label,

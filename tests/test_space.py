@@ -190,6 +190,27 @@ def test_latent_view_and_curves_endpoints(client, space):
     assert len(curves) == 1 and Path(curves[0]["image"]).suffix == ".png"
 
 
+def test_backend_loads_a_hub_id_from_the_local_cache(tmp_path, monkeypatch):
+    """GEOSANE_MODEL=geosane/base after `make demo` published it into the Hub cache (offline)."""
+    import torch
+
+    from geosane_hf.hub_cache import publish_to_cache
+    from geosane_hf.modeling import GeoSANEConfig, GeoSANEModel
+
+    backend_module, _ = _import_space()
+    torch.manual_seed(3)
+    GeoSANEModel(GeoSANEConfig.from_preset("tiny")).save_pretrained(tmp_path / "model")
+    publish_to_cache(tmp_path / "model", "geosane/base", cache_dir=tmp_path / "hub")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    backend = backend_module.Backend.from_env({"GEOSANE_MODEL": "geosane/base"})
+    assert backend.model_label == "GeoSANE model geosane/base"
+    expected = GeoSANEModel.from_pretrained(tmp_path / "model").state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in backend.model.state_dict().items())
+    missing = backend_module.Backend.from_env({"GEOSANE_MODEL": "geosane/not-there"})
+    assert missing.model_label.startswith("untrained demo model") and "could not be loaded" in missing.model_label
+
+
 def test_backend_untrained_fallback_is_labelled(tmp_path):
     backend_module, _ = _import_space()
     backend = backend_module.Backend.from_env({"GEOSANE_MODEL": str(tmp_path / "missing")})
