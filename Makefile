@@ -11,7 +11,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export GRADIO_ANALYTICS_ENABLED := False
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-slow test-all style quality bench bench-full demo space clean-venv
+.PHONY: setup test test-slow test-all style quality bench bench-full demo demo-quick space space-bundle clean-venv
 
 setup: $(STAMP)
 
@@ -54,12 +54,32 @@ bench-full: setup
 	$(PY) benchmarks/tokenizer_coverage.py
 	$(PY) benchmarks/dataset_build.py
 
+# The offline end-to-end demo (~20 min on 2 cores, resumable: run it again after an interruption).
 demo: setup
-	$(PY) -m geosane_hf.cli demo
+	$(PY) -m geosane_hf.cli demo --out runs/demo
 
-# The Gradio Space, locally and offline (http://127.0.0.1:7860); GEOSANE_MODEL points at a trained GeoSANE model.
+# The same pipeline at a few-minute budget (what the tests run).
+demo-quick: setup
+	$(PY) -m geosane_hf.cli demo --quick --out runs/demo-quick
+
+# The Gradio Space, locally and offline (http://127.0.0.1:7860), on the model, collection, embeddings and curves of
+# `make demo` (run first when missing). GEOSANE_MODEL / GEOSANE_COLLECTION / ... override (docs/space.md).
+DEMO_DIR ?= runs/demo
 space: setup
-	GEOSANE_MODEL=$${GEOSANE_MODEL:-runs/small/model} $(PY) spaces/app.py
+	@if [ -z "$$GEOSANE_MODEL" ] && [ ! -f $(DEMO_DIR)/train/model/config.json ]; then \
+		echo "no demo model in $(DEMO_DIR)/train/model: running make demo first (~20 min, resumable)"; \
+		$(MAKE) demo; fi
+	GEOSANE_MODEL=$${GEOSANE_MODEL:-$(DEMO_DIR)/train/model} \
+	GEOSANE_COLLECTION=$${GEOSANE_COLLECTION:-$(DEMO_DIR)/collection} \
+	GEOSANE_EMBEDDINGS=$${GEOSANE_EMBEDDINGS:-$(DEMO_DIR)/embeddings/embeddings.safetensors} \
+	GEOSANE_EVAL_DIR=$${GEOSANE_EVAL_DIR:-$(DEMO_DIR)/evaluation} \
+	$(PY) spaces/app.py
+
+# A self-contained Hugging Face Space folder (package vendored, pinned requirements.txt); upload it (docs/space.md).
+SPACE_OUT ?= dist/space
+SPACE_MODEL_ID ?= geosane/base
+space-bundle: setup
+	$(PY) tools/bundle_space.py --out $(SPACE_OUT) --model-id $(SPACE_MODEL_ID) --overwrite
 
 clean-venv:
 	rm -rf $(VENV)

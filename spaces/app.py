@@ -150,7 +150,12 @@ def main() -> gr.Blocks:
     app = build_app(backend)
     app.queue(default_concurrency_limit=1)
     port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, show_error=False)
+    app.launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        server_port=port,
+        prevent_thread_lock=True,
+        show_error=False,
+    )
     return app
 
 
