@@ -13,6 +13,7 @@ from transformers import PreTrainedConfig
 
 POSITION_ENCODINGS = ("sinusoidal-3d", "learned")
 POSITION_SUM_DTYPES = ("float16", "bfloat16", "float32", "float64")
+TOKEN_NORMALIZATIONS = ("none", "per-layer")  # geosane_hf.token_norm
 
 # Named architectures. `base-v1` is the published GeoSANE-909M model (reconstructed from the released logs; the
 # head count was never published, 12, 16 and 24 all divide 1536: pass `num_attention_heads` when converting).
@@ -81,6 +82,10 @@ class GeoSANEConfig(PreTrainedConfig):
     max_position_embeddings: sizes of the three learned tables (``[n, layer, token-in-layer]``); only for
         ``position_encoding="learned"``.
     num_layer_types: size of the optional layer-type embedding (0 disables it; the original GeoSANE had none).
+    token_normalization: what the model expects its tokens to be: ``"none"`` (raw weights, as the original) or
+        ``"per-layer"`` (every layer standardised to mean 0, std 1 over its real values, as SANE does; the caller
+        standardises before ``encode`` and undoes it after ``decode`` with the prompt's statistics, see
+        ``geosane_hf.token_norm``). The model itself never reads it; it records how its training data was prepared.
     projection_hidden_size / projection_size: widths of the two Linear layers of the contrastive projection head.
     contrastive_weight: ``gamma`` in ``loss = gamma * nt_xent + (1 - gamma) * reconstruction``.
     temperature: NT-Xent temperature.
@@ -119,6 +124,7 @@ class GeoSANEConfig(PreTrainedConfig):
     position_base: float = 10000.0
     max_position_embeddings: list[int] | None = None
     num_layer_types: int = 0
+    token_normalization: str = "none"
     projection_hidden_size: int = 30
     projection_size: int = 30
     contrastive_weight: float = 0.05
@@ -186,6 +192,11 @@ class GeoSANEConfig(PreTrainedConfig):
                     f"max_position_embeddings[0]={tables[0]}; a window could never be embedded. Shrink the window "
                     "or enlarge the table."
                 )
+        if self.token_normalization not in TOKEN_NORMALIZATIONS:
+            raise ValueError(
+                f"GeoSANEConfig.token_normalization: expected one of {TOKEN_NORMALIZATIONS}, "
+                f"got {self.token_normalization!r}."
+            )
         for name in ("hidden_dropout", "attention_dropout"):
             value = getattr(self, name)
             if not 0.0 <= float(value) < 1.0:

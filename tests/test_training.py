@@ -221,3 +221,18 @@ def test_push_to_hub_uploads_the_model_folder(tiny_dataset, tmp_path, hub_env):
     _train(tiny_dataset, tmp_path / "run", "--num_steps", "2", "--set", "eval_every=0", "--push_to_hub", repo_id)
     files = set(HfApi().list_repo_files(repo_id))
     assert {"config.json", "model.safetensors", "modeling_geosane.py", "README.md"} <= files
+
+
+def test_per_layer_normalization_standardises_each_model_with_its_own_statistics(tiny_dataset):
+    from geosane_hf.token_norm import destandardize
+
+    raw = load_training_data(str(tiny_dataset), token_size=230, holdout_ids=["cnn-3"])
+    normed = load_training_data(str(tiny_dataset), token_size=230, holdout_ids=["cnn-3"], normalization="per-layer")
+    for a, b in zip(raw.train + raw.holdout, normed.train + normed.holdout, strict=True):
+        assert a.stats is None and b.stats is not None
+        values = b.tokenized.tokens[b.tokenized.mask]
+        assert abs(values.mean().item()) < 1e-4
+        back = destandardize(b.tokenized.tokens, b.tokenized.mask, b.stats)
+        torch.testing.assert_close(back, a.tokenized.tokens, rtol=1e-5, atol=1e-6)
+    with pytest.raises(TrainingDataError, match="token normalization"):
+        load_training_data(str(tiny_dataset), token_size=230, normalization="per-tensor")

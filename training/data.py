@@ -47,6 +47,7 @@ import torch
 
 from geosane_hf.augmentations import TwoViewAugmenter, TwoViewConfig, permutation_spec
 from geosane_hf.augmentations.spec import PermutationSpec
+from geosane_hf.token_norm import NORMALIZATIONS, LayerStats, layer_stats, standardize
 from geosane_hf.tokenizer import TokenizedWeights, WeightLayout
 
 logger = logging.getLogger(__name__)
@@ -78,12 +79,15 @@ class ModelTokens:
         tokenized: its :class:`TokenizedWeights` (tokens ``[N, T]``, mask, positions ``[N, 3]``, layer types, layout).
         spec: its permutation spec, or None (noise and erasing only).
         architecture: the ``architecture`` JSON of the ``models`` table (None when unknown).
+        stats: per-layer statistics when the tokens were standardised (``token_normalization="per-layer"``):
+            ``tokenized.tokens`` then holds standardised values, ``destandardize(tokens, mask, stats)`` the weights.
     """
 
     model_id: str
     tokenized: TokenizedWeights
     spec: PermutationSpec | None
     architecture: dict[str, Any] | None = None
+    stats: LayerStats | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -213,6 +217,7 @@ def load_training_data(
     holdout_every: int = 0,
     permute: bool = True,
     cache_dir: str | None = None,
+    normalization: str = "none",
 ) -> TrainingData:
     """Loads the tokenized-weights dataset (``geosane build-dataset``) and splits it by model id.
 
@@ -223,6 +228,8 @@ def load_training_data(
         holdout_every: see ``holdout_ids``; 0 holds out nothing.
         permute: look up permutation specs (False: noise and erasing only, for every model).
         cache_dir: ``datasets`` cache for Hub ids.
+        normalization: ``"none"`` (raw weights) or ``"per-layer"`` (each model's layers standardised with that
+            model's own statistics, see :mod:`geosane_hf.token_norm`; the model's ``token_normalization``).
 
     Returns:
         A :class:`TrainingData`.
@@ -231,6 +238,8 @@ def load_training_data(
         TrainingDataError: empty dataset, a token size different from the model's, unknown held-out ids,
             no training model left.
     """
+    if normalization not in NORMALIZATIONS:
+        raise TrainingDataError(f"expected token normalization in {NORMALIZATIONS}, got {normalization!r}")
     tokens_table, models_table = _load_tables(source, cache_dir)
     models = models_table.to_pylist()
     if not models or tokens_table.num_rows == 0:
@@ -281,11 +290,15 @@ def load_training_data(
             layer_types=torch.from_numpy(flat_types[index].astype(np.int64)),
             layout=WeightLayout.from_dict(json.loads(entry["layout"])),
         )
+        stats = None
+        if normalization == "per-layer":
+            stats = layer_stats(tokenized.tokens, tokenized.mask, tokenized.positions)
+            tokenized.tokens = standardize(tokenized.tokens, tokenized.mask, stats)
         architecture = json.loads(entry["architecture"]) if entry.get("architecture") else None
         spec = _spec_for(architecture, mid, tokenized.layout) if permute else None
         if spec is not None:
             permutable.append(mid)
-        (holdout if mid in held else train).append(ModelTokens(mid, tokenized, spec, architecture))
+        (holdout if mid in held else train).append(ModelTokens(mid, tokenized, spec, architecture, stats))
     if not train:
         raise TrainingDataError(
             f"expected at least one training model after holding out {sorted(held)}, got none; hold out fewer models."

@@ -213,6 +213,7 @@ def evaluate(model, models, accelerator, batch_size: int) -> EvalResult | None:
     Held-out models are split across processes; the sums are reduced, so every process gets the same result.
     """
     from geosane_hf.layer_types import LayerType
+    from geosane_hf.token_norm import destandardize
     from geosane_hf.tokenizer import WeightTokenizer
 
     if not models:
@@ -238,10 +239,15 @@ def evaluate(model, models, accelerator, batch_size: int) -> EvalResult | None:
         sums[-6] += 1.0 - err / sst.clamp_min(1e-30)
         sums[-5] += 1
         sums[-4:] += torch.stack([err, x.sum(), x.pow(2).sum(), torch.tensor(float(x.numel()), device=device)])
-        # weights put back into the model, per layer type of the tokenized tensors
+        # weights put back into the model, per layer type of the tokenized tensors (in weight units: standardised
+        # tokens are mapped back with the model's own per-layer statistics, as generation does with the prompt's)
         tokenizer = WeightTokenizer(token_size=tok.tokens.shape[1], mode=tok.layout.mode)
-        original = tokenizer.detokenize(tok.tokens, tok.layout)
-        rebuilt = tokenizer.detokenize(recon.cpu(), tok.layout)
+        original_tokens, rebuilt_tokens = tok.tokens, recon.cpu()
+        if source.stats is not None:
+            original_tokens = destandardize(original_tokens, tok.mask, source.stats)
+            rebuilt_tokens = destandardize(rebuilt_tokens, tok.mask, source.stats)
+        original = tokenizer.detokenize(original_tokens, tok.layout)
+        rebuilt = tokenizer.detokenize(rebuilt_tokens, tok.layout)
         for entry in tok.layout.entries:
             for key in (entry.key, entry.bias_key):
                 if key is None:
@@ -303,6 +309,7 @@ def training_function(config: TrainingConfig, args: argparse.Namespace) -> Train
         holdout_ids=config.holdout_ids,
         holdout_every=config.holdout_every,
         permute=config.permute,
+        normalization=model_config.token_normalization,
     )
 
     # ---- accelerator
