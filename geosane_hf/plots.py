@@ -13,13 +13,14 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["MIN_UMAP_POINTS", "Projection", "latent_figure", "project_2d"]
+__all__ = ["MIN_UMAP_POINTS", "Projection", "convergence_figure", "latent_figure", "project_2d", "save_figure"]
 
 MIN_UMAP_POINTS = 8
 
@@ -117,3 +118,81 @@ def latent_figure(
     suffix = f" ({projection.note})" if projection.note else ""
     fig.suptitle(f"{title}\n{projection.method} of mean-pooled latents{suffix}", fontsize=10)
     return fig
+
+
+def convergence_figure(
+    curves: Mapping[str, Sequence[Sequence[float | None]]],
+    metric: str,
+    *,
+    title: str = "Convergence",
+):
+    """Test metric per epoch, one line (mean over seeds) and a +- sample-std band per start.
+
+    Args:
+        curves: ``{start: [per seed: [metric before training, after epoch 1, ...]]}``; None values are skipped.
+        metric: The y-axis label.
+        title: The figure title.
+
+    Example:
+        >>> fig = convergence_figure({"scratch": [[0.1, 0.5, 0.6], [0.2, 0.4, 0.7]], "prompt": [[0.3, 0.7, 0.8]]},
+        ...                          "f1_macro")
+        >>> len(fig.axes[0].lines)
+        2
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    cmap = plt.get_cmap("tab10")  # beyond 10 starts: the same colours dashed (tab20's paired shades look alike)
+    for k, (name, runs) in enumerate(curves.items()):
+        length = max((len(r) for r in runs), default=0)
+        if length == 0:
+            continue
+        values = np.full((len(runs), length), np.nan)  # [seeds, epochs + 1]
+        for i, run in enumerate(runs):
+            values[i, : len(run)] = [np.nan if v is None else float(v) for v in run]
+        counts = np.sum(~np.isnan(values), axis=0)  # [epochs + 1]
+        mean = np.nanmean(np.where(counts > 0, values, 0.0), axis=0)
+        centred = np.where(np.isnan(values), 0.0, values - mean)
+        std = np.sqrt(np.sum(centred**2, axis=0) / np.maximum(counts - 1, 1))  # sample std (ddof=1), 0 for one seed
+        epochs = np.arange(length)
+        color, style = cmap(k % 10), ("-", "--", ":")[(k // 10) % 3]
+        ax.plot(epochs, mean, style, marker="o", ms=3, color=color, label=f"{name} (n={len(runs)})")
+        ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.15, linewidth=0)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch (0 = before fine-tuning)")
+    ax.set_ylabel(f"test {metric}")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best", framealpha=0.7)
+    return fig
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Saves a figure as PNG atomically (temporary file, then rename) and closes it.
+
+    Example:
+        >>> import tempfile
+        >>> fig = convergence_figure({"a": [[0.1, 0.2]]}, "mean_iou")
+        >>> save_figure(fig, tempfile.mkdtemp() + "/c.png").suffix
+        '.png'
+    """
+    import os
+
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fig.savefig(tmp, format="png", dpi=dpi)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if tmp.exists():
+            tmp.unlink()
+    return path

@@ -1,0 +1,569 @@
+"""The offline end-to-end demo: from real checkpoints to generated weights that are fine-tuned against every baseline.
+
+``make demo`` (``geosane demo``) runs these stages into one output folder, each resumable:
+
+1. **packaged**: tokenize the real packaged checkpoints in both modes and check the round trip bit for bit
+   (not in quick mode).
+2. **zoo**: train the offline population (``geosane zoo train``) on packaged Statlog / Landsat-8 data.
+3. **collect**: the offline manifest (the packaged real models) + the population -> a checked collection.
+4. **dataset**: the collection -> tokenized-weights Parquet shards (``geosane build-dataset``).
+5. **train**: the ``small`` GeoSANE through ``accelerate launch`` (one CPU process; two held-out zoo runs).
+6. **publish**: the trained model -> ``geosane/base`` in the local Hub cache (so that
+   ``AutoModel.from_pretrained("geosane/base")`` works offline afterwards), checked by loading it back; pushed to
+   ``HF_ENDPOINT`` as well when ``--push-to-hub`` and a token are given.
+7. **generate**: weights for a larger and a MobileNet-size prompt (4 Landsat bands), BatchNorm calibrated,
+   published as timm repos into the local folder store and loaded back with ``timm.create_model("local-dir:...")``.
+8. **embed**: per-model latents of the collection and the generated models, projected with UMAP (the Space's
+   latent view and ``docs/figures/latent_umap.png``; not in quick mode).
+9. **evaluate**: every start (scratch, ImageNet, prompt + noise, weight selection, pruning, distillation,
+   GeoSANE with each sampler) fine-tuned with one protocol on two tasks, 3 seeds (``geosane evaluate``).
+10. **zoo-experiment**: zero-shot and 1-epoch accuracy of generated population models vs matched-distance noise,
+   and latent vs weight-space interpolation.
+
+A stage whose record in ``demo_state.json`` matches its settings is skipped; the stages themselves also resume
+(zoo runs, collected files, training checkpoints, fine-tuning runs), so an interrupted demo continues where it
+stopped. ``quick=True`` is the same pipeline at a budget of a few minutes (what the tests run).
+
+Example:
+    >>> config = DemoConfig(out_dir="runs/demo", quick=True)
+    >>> [stage.name for stage in demo_stages(config)][:3]
+    ['zoo', 'collect', 'dataset']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DemoConfig", "DemoError", "DemoStage", "demo_stages", "run_demo"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STATE_FILE = "demo_state.json"
+
+
+class DemoError(RuntimeError):
+    """A demo stage failed; the message names the stage, what was expected and how to resume."""
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Settings of the end-to-end demo (the defaults are ``make demo``).
+
+    Attributes:
+        out_dir: Everything goes here (zoo, collection, dataset, train, store, evaluation, results.md).
+        quick: The few-minute variant used by the tests (quick zoo, short training, quick experiment).
+        zoo_runs: Population training runs (2 checkpoints each); ignored in quick mode (the quick zoo).
+        train_config: Training YAML (relative to the repository root or absolute).
+        train_steps: Override of the config's ``num_steps`` (None: the config's).
+        train_threads: Intra-op threads of the training process.
+        experiment: ``geosane evaluate`` config: a bundled name (``demo``, ``quick``) or a YAML path.
+        prompts: Prompt architectures of the generate stage (a larger one and a MobileNet-size one).
+        in_chans / num_classes: Target of the generate stage (4 Landsat bands; Statlog's 6 classes).
+        repo_id: Name under which the trained GeoSANE model is published.
+        cache_dir: Hub cache to publish into (None: ``$HF_HOME/hub``).
+        push_to_hub: Also push the trained model to this repo on ``HF_ENDPOINT`` (needs a token).
+        workers: Processes for population training and fine-tuning (each with one thread).
+        resume: Skip stages (and runs) already done with the same settings.
+        progress: tqdm bars.
+    """
+
+    out_dir: str | os.PathLike = "runs/demo"
+    quick: bool = False
+    zoo_runs: int = 40
+    train_config: str = "training/configs/small-demo.yaml"
+    train_steps: int | None = None
+    train_threads: int = 2
+    experiment: str = "demo"
+    prompts: tuple[str, ...] = ("tf_efficientnet_lite2", "tf_efficientnet_lite0")
+    in_chans: int = 4
+    num_classes: int = 6
+    repo_id: str = "geosane/base"
+    cache_dir: str | None = None
+    push_to_hub: str | None = None
+    workers: int = 2
+    resume: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.quick:
+            if self.train_steps is None:
+                object.__setattr__(self, "train_steps", 30)
+            if self.experiment == "demo":
+                object.__setattr__(self, "experiment", "quick")
+        if self.workers < 1 or self.zoo_runs < 1:
+            raise DemoError(f"expected workers >= 1 and zoo_runs >= 1, got {self.workers}, {self.zoo_runs}")
+
+    @property
+    def root(self) -> Path:
+        return Path(self.out_dir)
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+
+@dataclass
+class DemoStage:
+    """One resumable step of the demo: ``run(config)`` returns a JSON-able summary for ``demo_state.json``."""
+
+    name: str
+    description: str
+    run: Callable[[DemoConfig], dict[str, Any]]
+    settings: Callable[[DemoConfig], dict[str, Any]] = field(default=lambda config: {})
+
+    def fingerprint(self, config: DemoConfig) -> str:
+        payload = json.dumps({"stage": self.name, "quick": config.quick, **self.settings(config)}, sort_keys=True)
+        return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------------- stages
+
+
+def _packaged(config: DemoConfig) -> dict[str, Any]:
+    import argparse
+
+    from geosane_hf.commands.demo import tokenize_packaged
+
+    rows = tokenize_packaged(argparse.Namespace(token_size=230), progress=config.progress)
+    bad = [r["model"] for r in rows if not (r["geosane_exact"] and r["full_exact"])]
+    if bad:
+        raise DemoError(f"packaged stage: expected bit-exact round trips, got mismatches for {bad}")
+    return {"models": len(rows), "exact": len(rows)}
+
+
+def _zoo(config: DemoConfig) -> dict[str, Any]:
+    from geosane_hf.collection.zoo import ZooConfig, train_zoo
+
+    zoo_config = ZooConfig(
+        out_dir=config.path("zoo"),
+        num_models=None if config.quick else config.zoo_runs,
+        quick=config.quick,
+        workers=config.workers,
+    )
+    result = train_zoo(zoo_config, progress=config.progress)
+    return {"models": len(result.records), "trained_runs": result.trained_runs, "skipped_runs": result.skipped_runs}
+
+
+def _collect(config: DemoConfig) -> dict[str, Any]:
+    from geosane_hf.collection.collector import collect
+    from geosane_hf.collection.manifest import manifest_from_zoo
+    from geosane_hf.commands.collect import resolve_manifest
+
+    manifest = resolve_manifest("offline")
+    manifest = manifest.merged(manifest_from_zoo(config.path("zoo")), name="offline+zoo")
+    report = collect(manifest, config.path("collection"), progress=config.progress)
+    if report.failed:
+        failed = ", ".join(f.id for f in report.failed)
+        raise DemoError(
+            f"collect stage: expected every offline entry to be collected, {len(report.failed)} failed ({failed}); "
+            f"see {config.path('collection') / 'report.md'}; `make setup` installs the packaged checkpoints"
+        )
+    return {"models": len(report.collected)}
+
+
+def _dataset(config: DemoConfig) -> dict[str, Any]:
+    from geosane_hf.collection.dataset import DatasetBuildConfig, build_dataset
+
+    result = build_dataset(config.path("collection"), config.path("dataset"), DatasetBuildConfig(), progress=False)
+    return {"models": result.num_models, "tokens": result.num_tokens, "shards": len(result.token_shards)}
+
+
+def holdout_runs(zoo_dir: Path, count: int = 2) -> list[str]:
+    """Model ids of ``count`` whole population runs of the most common layout, held out from training.
+
+    Whole runs (every checkpoint of a run), because a sibling checkpoint is almost a copy. The runs are the first
+    of that layout in plan order, so the choice is deterministic.
+    """
+    from geosane_hf.collection.zoo import read_index
+
+    models = read_index(zoo_dir)["models"]
+    if not models:
+        raise DemoError(f"expected a trained population in {zoo_dir} to hold runs out of training, found no models")
+    layouts: dict[str, list[dict[str, Any]]] = {}
+    for record in models:
+        key = json.dumps([record["architecture"], record["architecture_kwargs"]], sort_keys=True)
+        layouts.setdefault(key, []).append(record)
+    common = max(layouts.values(), key=len)
+    runs = list(dict.fromkeys(r["run_id"] for r in common))
+    if len(runs) < count + 1:
+        raise DemoError(f"expected at least {count + 1} population runs of one layout to hold {count} out, got {runs}")
+    held = set(runs[:count])
+    return [r["id"] for r in common if r["run_id"] in held]
+
+
+def _train_dir(config: DemoConfig) -> Path:
+    return config.path("train")
+
+
+def _train(config: DemoConfig) -> dict[str, Any]:
+    out = _train_dir(config)
+    script = REPO_ROOT / "training" / "train.py"
+    if not script.is_file():
+        raise DemoError(
+            f"train stage: expected the training script at {script}; run the demo from a clone of the repository "
+            "(pip install -e .)"
+        )
+    holdout = holdout_runs(config.path("zoo"))
+    train_config = Path(config.train_config)
+    if not train_config.is_absolute():
+        train_config = REPO_ROOT / train_config
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(script),
+        "--config",
+        str(train_config),
+        "--dataset",
+        str(config.path("dataset")),
+        "--output_dir",
+        str(out),
+        "--set",
+        f"holdout_ids=[{', '.join(holdout)}]",
+        "--set",
+        f"torch_threads={config.train_threads}",
+    ]
+    if config.train_steps is not None:
+        command += ["--num_steps", str(config.train_steps)]
+    if config.resume and any((out / "checkpoints").glob("checkpoint_*")):
+        command.append("--resume")
+    env = {**os.environ, "OMP_NUM_THREADS": str(config.train_threads)}
+    completed = subprocess.run(command, env=env, cwd=REPO_ROOT)
+    if completed.returncode != 0:
+        raise DemoError(
+            f"train stage: `accelerate launch training/train.py` exited with {completed.returncode} (see above); "
+            "run `make demo` again to resume from the last checkpoint"
+        )
+    history = json.loads((out / "history.json").read_text())
+    final = history["evaluations"][-1] if history.get("evaluations") else {}
+    return {"holdout_ids": holdout, "final_evaluation": final, "model_dir": str(out / "model")}
+
+
+def _publish(config: DemoConfig) -> dict[str, Any]:
+    import torch
+
+    from geosane_hf.hub_cache import cache_repo_folder, publish_to_cache
+
+    model_dir = _train_dir(config) / "model"
+    commit = publish_to_cache(model_dir, config.repo_id, cache_dir=config.cache_dir)
+    # Load it back the way a user would, from the cache only, and compare with the trained folder.
+    from transformers import AutoModel
+
+    published = AutoModel.from_pretrained(config.repo_id, cache_dir=config.cache_dir, local_files_only=True)
+    local = AutoModel.from_pretrained(model_dir)
+    theirs, ours = published.state_dict(), local.state_dict()
+    same = list(theirs) == list(ours) and all(torch.equal(theirs[k], ours[k]) for k in ours)
+    if not same:
+        raise DemoError(f"publish stage: {config.repo_id} loaded from the cache differs from {model_dir}")
+    summary: dict[str, Any] = {
+        "repo_id": config.repo_id,
+        "commit": commit,
+        "cache_folder": str(cache_repo_folder(config.repo_id, cache_dir=config.cache_dir)),
+    }
+    if config.push_to_hub:
+        from geosane_hf.hub import publish_folder
+
+        summary["pushed"] = publish_folder(model_dir, config.push_to_hub, commit_message="Add GeoSANE model")
+    return summary
+
+
+def _generate(config: DemoConfig) -> dict[str, Any]:
+    import timm
+    import torch
+
+    from geosane_hf.generation import generate_weights
+    from geosane_hf.hub import save_timm_repo
+    from geosane_hf.modeling import GeoSANEModel
+
+    model = GeoSANEModel.from_pretrained(_train_dir(config) / "model").eval()
+    rows = []
+    for prompt in config.prompts:
+        start = time.perf_counter()
+        output = generate_weights(
+            model,
+            prompt,
+            in_chans=config.in_chans,
+            num_classes=config.num_classes,
+            seed=0,
+            model_id=config.repo_id,
+            show_progress=config.progress,
+        )
+        seconds = time.perf_counter() - start
+        folder = save_timm_repo(
+            output.models[0],
+            config.path("store") / "generated" / f"{prompt}-geosane",
+            output.provenance,
+            overwrite=True,
+            repo_id=f"local/{prompt}-geosane",
+        )
+        loaded = timm.create_model(f"local-dir:{folder.resolve()}", pretrained=True)
+        state = output.state_dicts[0]
+        loads_back = all(torch.equal(v, state[k]) for k, v in loaded.state_dict().items() if k in state)
+        with torch.no_grad():
+            logits = loaded.eval()(torch.randn(2, config.in_chans, 64, 64))
+        rows.append(
+            {
+                "prompt": prompt,
+                "params": sum(p.numel() for p in loaded.parameters()),
+                "seconds": round(seconds, 2),
+                "folder": str(folder),
+                "loads_with_timm": loads_back,
+                "logits_shape": list(logits.shape),
+                "timings": {k: round(v, 3) for k, v in output.timings.items()},
+            }
+        )
+    return {"generated": rows}
+
+
+def _embed(config: DemoConfig) -> dict[str, Any]:
+    import argparse
+
+    from geosane_hf.commands import embed
+
+    generated = [row["folder"] for row in _read_state(config.root / STATE_FILE)["generate"]["summary"]["generated"]]
+    args = argparse.Namespace(
+        collection=str(config.path("collection")),
+        model=str(_train_dir(config) / "model"),
+        out=str(config.path("embeddings")),
+        generated=generated,
+        method="umap",
+        seed=0,
+        png_name="latent_umap.png",
+        no_progress=not config.progress,
+    )
+    embed.run(args)
+    return {"figure": str(config.path("embeddings") / "latent_umap.png")}
+
+
+def _experiment_config(config: DemoConfig):
+    from geosane_hf.evaluation.experiment import ExperimentConfig, bundled_experiment
+
+    path = Path(config.experiment)
+    experiment = ExperimentConfig.from_yaml(path) if path.is_file() else bundled_experiment(config.experiment)
+    return experiment.with_geosane(
+        model=str(_train_dir(config) / "model"),
+        collection=str(config.path("collection")),
+        store=str(config.path("store")),
+        model_id=config.repo_id,
+    )
+
+
+def _evaluate(config: DemoConfig) -> dict[str, Any]:
+    from geosane_hf.evaluation.experiment import run_experiment
+
+    result = run_experiment(
+        _experiment_config(config),
+        config.path("evaluation"),
+        resume=config.resume,
+        workers=config.workers,
+        progress=config.progress,
+    )
+    return {"results_md": str(config.path("evaluation") / "results.md"), "runs": len(result.runs)}
+
+
+def _zoo_experiment(config: DemoConfig) -> dict[str, Any]:
+    from geosane_hf.evaluation.zoo_experiment import ZooExperimentConfig, run_zoo_experiment
+
+    settings = ZooExperimentConfig(progress=config.progress)
+    if config.quick:  # the same experiment, fewer samples, seeds and curve points
+        settings = ZooExperimentConfig(
+            num_samples=2,
+            seeds=(0, 1),
+            population_finetune=2,
+            curve_points=3,
+            curve_anchors=1,
+            curve_draws=1,
+            interpolation_pairs=1,
+            alphas=(0.0, 0.5, 1.0),
+            progress=config.progress,
+        )
+    result = run_zoo_experiment(
+        _train_dir(config) / "model", config.path("zoo"), config.path("zoo_experiment"), settings
+    )
+    return {
+        "report": result.files.get("markdown"),
+        "zero_shot": {row.method: round(row.zero_shot_mean, 4) for row in result.summary},
+        "after_one_epoch": {
+            row.method: round(row.finetuned_mean, 4) for row in result.summary if row.finetuned_mean is not None
+        },
+    }
+
+
+def demo_stages(config: DemoConfig) -> list[DemoStage]:
+    """The stages of the demo, in order."""
+    packaged = DemoStage("packaged", "tokenize the packaged real checkpoints, check exact round trips", _packaged)
+    embed = DemoStage("embed", "embed the collection and the generated models, UMAP figure", _embed)
+    # The quick mode (CI) leaves out the packaged round trips (tests/test_packaged.py checks them on their own) and
+    # the embeddings (tests/test_embedding.py).
+    return (
+        ([] if config.quick else [packaged])
+        + [
+            DemoStage("zoo", "train the offline population", _zoo, lambda c: {"zoo_runs": c.zoo_runs}),
+            DemoStage("collect", "collect packaged models + population", _collect),
+            DemoStage("dataset", "tokenize the collection into Parquet shards", _dataset),
+            DemoStage(
+                "train",
+                "train the small GeoSANE with accelerate launch",
+                _train,
+                lambda c: {"config": c.train_config, "steps": c.train_steps},
+            ),
+            DemoStage(
+                "publish",
+                f"publish the model as {config.repo_id} to the local Hub cache",
+                _publish,
+                lambda c: {"repo_id": c.repo_id, "cache_dir": c.cache_dir, "push": c.push_to_hub},
+            ),
+            DemoStage(
+                "generate",
+                "generate weights for the two prompts, publish as timm repos",
+                _generate,
+                lambda c: {"prompts": list(c.prompts), "in_chans": c.in_chans, "num_classes": c.num_classes},
+            ),
+        ]
+        + ([] if config.quick else [embed])
+        + [
+            DemoStage(
+                "evaluate",
+                "fine-tune every start on the tasks (geosane evaluate)",
+                _evaluate,
+                lambda c: {"experiment": c.experiment},
+            ),
+            DemoStage("zoo-experiment", "generated population models vs matched-distance noise", _zoo_experiment),
+        ]
+    )
+
+
+# ----------------------------------------------------------------------------------------------------- driver
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {}  # a torn write of an older version: redo the stages (each resumes on its own)
+
+
+def _write_state(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(state, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+@dataclass
+class DemoResult:
+    """What the demo did: per stage, seconds and summary; and the path of the combined report."""
+
+    stages: dict[str, dict[str, Any]]
+    report: Path
+    seconds: float
+
+
+def run_demo(config: DemoConfig, only: list[str] | None = None) -> DemoResult:
+    """Runs (or resumes) every stage, then writes ``results.md`` in ``config.out_dir``.
+
+    Args:
+        config: The settings.
+        only: Run just these stages (their inputs must exist).
+
+    Raises:
+        DemoError: A stage failed (re-running resumes from there).
+    """
+    root = config.root
+    root.mkdir(parents=True, exist_ok=True)
+    state_path = root / STATE_FILE
+    state = _read_state(state_path) if config.resume else {}
+    started = time.perf_counter()
+    stages = demo_stages(config)
+    unknown = set(only or []) - {s.name for s in stages}
+    if unknown:
+        raise DemoError(f"expected stage names from {[s.name for s in stages]}, got {sorted(unknown)}")
+    for number, stage in enumerate(stages, 1):
+        if only and stage.name not in only:
+            continue
+        fingerprint = stage.fingerprint(config)
+        record = state.get(stage.name)
+        header = f"[{number}/{len(stages)}] {stage.name}: {stage.description}"
+        if record and record.get("fingerprint") == fingerprint and record.get("done"):
+            print(f"{header} ... done before ({record['seconds']:.0f} s), skipped", flush=True)
+            continue
+        print(f"\n{header}", flush=True)
+        t0 = time.perf_counter()
+        summary = stage.run(config)
+        state[stage.name] = {
+            "done": True,
+            "fingerprint": fingerprint,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "summary": summary,
+        }
+        _write_state(state_path, state)
+        print(f"{header} ... {state[stage.name]['seconds']:.0f} s", flush=True)
+    report = write_report(config, state)
+    return DemoResult(state, report, time.perf_counter() - started)
+
+
+def write_report(config: DemoConfig, state: dict[str, Any]) -> Path:
+    """Combines the stage summaries and the result tables into ``<out_dir>/results.md``."""
+    lines = [
+        "# GeoSANE-HF offline demo results",
+        "",
+        f"Command: `make demo{'-quick' if config.quick else ''}` (= `geosane demo{' --quick' if config.quick else ''} "
+        f"--out {config.out_dir}`). Settings: `{json.dumps(asdict(config), default=str)}`",
+        "",
+        "| stage | seconds | summary |",
+        "|---|---:|---|",
+    ]
+    for name, record in state.items():
+        summary = {k: v for k, v in record.get("summary", {}).items() if k not in {"generated", "final_evaluation"}}
+        lines.append(f"| {name} | {record['seconds']:.0f} | `{json.dumps(summary, default=str)[:200]}` |")
+    train = state.get("train", {}).get("summary", {})
+    if train.get("final_evaluation"):
+        lines += [
+            "",
+            "## GeoSANE training (held-out reconstruction)",
+            "",
+            "```json",
+            json.dumps(train["final_evaluation"], indent=1),
+            "```",
+        ]
+    generated = state.get("generate", {}).get("summary", {}).get("generated", [])
+    if generated:
+        lines += [
+            "",
+            "## Generated models (published as timm repos)",
+            "",
+            "| prompt | params | seconds | loads with timm local-dir | folder |",
+            "|---|---:|---:|---|---|",
+        ]
+        lines += [
+            f"| {g['prompt']} | {g['params']:,} | {g['seconds']:.1f} | {g['loads_with_timm']} | `{g['folder']}` |"
+            for g in generated
+        ]
+    for section, table in (
+        ("Fine-tuning every start", config.path("evaluation") / "results.md"),
+        ("Zoo experiment", config.path("zoo_experiment") / "zoo_experiment.md"),
+    ):
+        if table.is_file():
+            lines += ["", f"## {section}", "", table.read_text().strip()]
+    report = config.path("results.md")
+    tmp = report.with_name(".results.md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, report)
+    return report
