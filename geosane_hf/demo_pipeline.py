@@ -252,7 +252,11 @@ def _train(config: DemoConfig) -> dict[str, Any]:
         )
     history = json.loads((out / "history.json").read_text())
     final = history["evaluations"][-1] if history.get("evaluations") else {}
-    return {"holdout_ids": holdout, "final_evaluation": final, "model_dir": str(out / "model")}
+    sys.path.insert(0, str(REPO_ROOT))  # the repository's `training` package (not installed with geosane_hf)
+    from training.plot import plot_history
+
+    curve = plot_history(out / "history.json", out / "training_curve.png", title="small GeoSANE, offline demo")
+    return {"holdout_ids": holdout, "final_evaluation": final, "model_dir": str(out / "model"), "curve": str(curve)}
 
 
 def _publish(config: DemoConfig) -> dict[str, Any]:
@@ -543,6 +547,8 @@ def write_report(config: DemoConfig, state: dict[str, Any]) -> Path:
             json.dumps(train["final_evaluation"], indent=1),
             "```",
         ]
+        if train.get("curve"):
+            lines += ["", "![training curve](train/training_curve.png)"]
     generated = state.get("generate", {}).get("summary", {}).get("generated", [])
     if generated:
         lines += [
@@ -555,6 +561,13 @@ def write_report(config: DemoConfig, state: dict[str, Any]) -> Path:
         lines += [
             f"| {g['prompt']} | {g['params']:,} | {g['seconds']:.1f} | {g['loads_with_timm']} | `{g['folder']}` |"
             for g in generated
+        ]
+    if state.get("embed", {}).get("done"):
+        lines += [
+            "",
+            "## The latent view (UMAP of per-model latents, generated models starred)",
+            "",
+            "![latent view](embeddings/latent_umap.png)",
         ]
     for section, table in (
         ("Fine-tuning every start", config.path("evaluation") / "results.md"),

@@ -117,8 +117,13 @@ def embed_state_dict(
         raise EmbeddingError("expected a state_dict with floating-point weights, got no tokens")
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
+    tokens = tokenized.tokens
+    if getattr(config, "token_normalization", "none") == "per-layer":  # the model was trained on standardised layers
+        from geosane_hf.token_norm import layer_stats, standardize
+
+        tokens = standardize(tokens, tokenized.mask, layer_stats(tokens, tokenized.mask, tokenized.positions))
     latents = model.encode_long(
-        tokenized.tokens.to(device, dtype),  # [N, T]
+        tokens.to(device, dtype),  # [N, T]
         tokenized.positions.to(device).long(),  # [N, 3]
         tokenized.mask.to(device),  # [N, T]
         tokenized.layer_types.to(device),  # [N]

@@ -170,3 +170,29 @@ def test_cli_registered_and_rejects_bad_kwargs(tmp_path, capsys):
     code = main(["zoo-experiment", "--model", "m", "--zoo", str(tmp_path), "--out", str(tmp_path), "--kwargs", "[8]"])
     assert code == 1
     assert "expected --kwargs as a JSON object" in capsys.readouterr().err
+
+
+def test_per_layer_model_decodes_with_the_population_statistics(quick_zoo):
+    """A model trained on standardised layers: encode standardises, decode maps back with the anchors' moments."""
+    torch.manual_seed(0)
+    model = GeoSANEModel(GeoSANEConfig.from_preset("tiny", token_normalization="per-layer")).eval()
+    settings = ZooExperimentConfig(**{**SMALL, "seeds": (0,), "interpolation_pairs": 0, "curve_points": 2})
+    result = run_zoo_experiment(model, quick_zoo, None, settings)
+    generated = result.method("generated")
+    assert generated.count == 2 and all(math.isfinite(s.zero_shot) for s in result.scores)
+
+
+def test_per_layer_codec_maps_decoded_tokens_back_with_the_anchors_mean_moments(quick_zoo, monkeypatch):
+    from geosane_hf.collection.zoo import load_zoo_model, read_index
+    from geosane_hf.evaluation.zoo_experiment import _Codec
+
+    records = [r for r in read_index(quick_zoo)["models"] if r["architecture_kwargs"].get("width") == 12][:2]
+    anchors = [load_zoo_model(quick_zoo, r).state_dict() for r in records]
+    model = GeoSANEModel(GeoSANEConfig.from_preset("tiny", token_normalization="per-layer")).eval()
+    codec = _Codec(model, anchors[0], "full", 8)
+    codec.fit_stats(anchors)
+    monkeypatch.setattr(model, "decode_long", lambda latents, positions, *a, **k: torch.zeros(len(positions), 230))
+    decoded = codec.decode(torch.zeros(codec.num_tokens, model.config.latent_size))
+    for key in ("conv1.weight", "conv2.weight", "bn1.running_var"):  # tensors without an appended bias: one layer
+        expected = sum(a[key].double().mean() for a in anchors) / 2
+        torch.testing.assert_close(decoded[key].double(), torch.full_like(decoded[key].double(), expected))

@@ -428,6 +428,21 @@ class _Codec:
         self.layer_types = tokenized.layer_types  # [N]
         self.mask = tokenized.mask  # [N, T]
         self.kwargs = {"batch_size": batch_size, "show_progress": False}
+        # token_normalization="per-layer": members are standardised with their own per-layer statistics; decoded
+        # tokens are mapped back with the anchors' average statistics (fit_stats), the population's first two moments.
+        self.per_layer = getattr(model.config, "token_normalization", "none") == "per-layer"
+        self.stats = None
+
+    def fit_stats(self, state_dicts: list[Mapping[str, torch.Tensor]]) -> None:
+        """Per-layer statistics used by :meth:`decode` (per-layer models): the mean over ``state_dicts``."""
+        from geosane_hf.token_norm import LayerStats, layer_stats
+
+        if not self.per_layer:
+            return
+        stats = [layer_stats(t.tokens, t.mask, t.positions) for t in map(self.tokenizer.tokenize, state_dicts)]
+        self.stats = LayerStats(
+            torch.stack([s.mean for s in stats]).mean(0), torch.stack([s.std for s in stats]).mean(0)
+        )
 
     @property
     def num_tokens(self) -> int:
@@ -438,9 +453,14 @@ class _Codec:
         if tok.layout.fingerprint != self.layout.fingerprint:
             raise ZooExperimentError("expected every member of the layout to tokenize to the same layout, got another")
         device, dtype = self.model.device, self.model.dtype
+        tokens = tok.tokens
+        if self.per_layer:
+            from geosane_hf.token_norm import layer_stats, standardize
+
+            tokens = standardize(tokens, tok.mask, layer_stats(tokens, tok.mask, tok.positions))
         return (
             self.model.encode_long(
-                tok.tokens.to(device, dtype),
+                tokens.to(device, dtype),
                 self.positions.to(device),
                 tok.mask.to(device),
                 self.layer_types.to(device),
@@ -456,6 +476,12 @@ class _Codec:
             latents.to(device, dtype), self.positions.to(device), self.layer_types.to(device), **self.kwargs
         )  # [N, T]
         decoded = torch.where(self.mask, decoded.float().cpu(), 0.0)
+        if self.per_layer:
+            from geosane_hf.token_norm import destandardize
+
+            if self.stats is None:
+                raise ZooExperimentError("expected fit_stats(anchors) before decoding with a per-layer model")
+            decoded = destandardize(decoded, self.mask, self.stats)
         sd = self.tokenizer.detokenize(decoded, self.layout)
         for key in self.layout.missing_keys:  # "geosane" mode: BN statistics are not generated
             sd[key] = self.template[key].clone()
@@ -720,6 +746,7 @@ def _run(model_arg: Any, zoo_dir: Path, config: ZooExperimentConfig) -> ZooExper
             f"(layout fingerprint {codec.layout.fingerprint}), got other fingerprints for {other[:3]}: key order or "
             "tokenizer mode differ"
         )
+    codec.fit_stats([weights[i] for i in anchor_ids])
     setup = _Setup(
         config=config,
         weights=weights,
