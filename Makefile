@@ -11,7 +11,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export GRADIO_ANALYTICS_ENABLED := False
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-slow test-all style quality bench bench-full demo demo-quick space space-bundle clean-venv
+.PHONY: setup test test-slow test-all style quality bench bench-full demo demo-quick results-docs space space-bundle clean-venv
 
 setup: $(STAMP)
 
@@ -57,6 +57,11 @@ bench-full: setup
 # The offline end-to-end demo (~20 min on 2 cores, resumable: run it again after an interruption).
 demo: setup
 	$(PY) -m geosane_hf.cli demo --out runs/demo
+
+# docs/results.md and its figures from the last `make demo` (runs it first when its report is missing).
+results-docs: setup
+	@test -f runs/demo/results.md || $(MAKE) demo
+	$(PY) tools/demo_results_to_docs.py --demo runs/demo --docs docs
 
 # The same pipeline at a few-minute budget (what the tests run).
 demo-quick: setup
