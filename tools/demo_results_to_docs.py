@@ -40,6 +40,7 @@ def copy_results(demo: Path, docs: Path, note: str | None = None) -> Path:
     report = demo / "results.md"
     if not report.is_file():
         raise FileNotFoundError(f"expected a finished demo report at {report}; run `make demo` first")
+    demo = demo.resolve()
     figures = docs / "figures" / "results"
     text = report.read_text()
 
@@ -49,13 +50,13 @@ def copy_results(demo: Path, docs: Path, note: str | None = None) -> Path:
         if not source.is_file():  # links of the embedded evaluation / zoo reports are relative to their folders
             for sub in ("evaluation", "zoo_experiment"):
                 if (demo / sub / link).is_file():
-                    source = demo / sub / link
+                    source = (demo / sub / link).resolve()
                     break
         if not source.is_file():
             return match.group(0)
-        name = source.relative_to(demo.resolve()).as_posix().replace("/", "__")
+        name = source.relative_to(demo).as_posix().replace("/", "__")
         _atomic_copy(source, figures / name)
-        rel = source.relative_to(demo.resolve()).as_posix()
+        rel = source.relative_to(demo).as_posix()
         if rel in ALSO:
             _atomic_copy(source, docs / "figures" / ALSO[rel])
         return f"![{alt}](figures/results/{name})"
