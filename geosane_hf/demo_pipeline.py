@@ -43,6 +43,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geosane_hf.atomic_io import write_json, write_text
+
 __all__ = ["DemoConfig", "DemoError", "DemoStage", "demo_stages", "run_demo"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -466,9 +468,7 @@ def _read_state(path: Path) -> dict[str, Any]:
 
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(state, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    write_json(path, state, indent=2, default=str)
 
 
 @dataclass
@@ -575,8 +575,4 @@ def write_report(config: DemoConfig, state: dict[str, Any]) -> Path:
     ):
         if table.is_file():
             lines += ["", f"## {section}", "", table.read_text().strip()]
-    report = config.path("results.md")
-    tmp = report.with_name(".results.md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, report)
-    return report
+    return write_text(config.path("results.md"), "\n".join(lines) + "\n")

@@ -29,6 +29,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from geosane_hf.atomic_io import copy_file
+
 __all__ = ["CachePublishError", "cache_repo_folder", "publish_to_cache"]
 
 LFS_THRESHOLD = 10 * 2**20  # the Hub stores files above this (and every *.safetensors) in LFS
@@ -58,17 +60,6 @@ def cache_repo_folder(repo_id: str, repo_type: str = "model", cache_dir: str | o
         raise CachePublishError(f"expected a repo id 'org/name', got {repo_id!r}")
     root = Path(cache_dir) if cache_dir is not None else Path(constants.HF_HUB_CACHE)
     return root / f"{repo_type}s--{repo_id.replace('/', '--')}"
-
-
-def _atomic_copy(source: Path, target: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def publish_to_cache(
@@ -109,7 +100,7 @@ def publish_to_cache(
     commit = hashlib.sha1("\n".join(f"{rel} {blob}" for rel, _, blob in entries).encode()).hexdigest()
     for _, path, blob in entries:
         if not (blobs_dir / blob).is_file():
-            _atomic_copy(path, blobs_dir / blob)
+            copy_file(path, blobs_dir / blob)
 
     snapshot = snapshots_dir / commit
     if not snapshot.is_dir():

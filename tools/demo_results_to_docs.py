@@ -11,23 +11,14 @@ rewritten; the latent view also goes to ``docs/figures/latent_umap.png`` and the
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import shutil
 import sys
-import tempfile
 from pathlib import Path
+
+from geosane_hf.atomic_io import copy_file, write_text
 
 IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)]+\.png)\)")
 ALSO = {"embeddings/latent_umap.png": "latent_umap.png", "train/training_curve.png": "train_small.png"}
-
-
-def _atomic_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
 
 
 def _resolve(link: str, demo: Path, report_dir: Path) -> Path:
@@ -55,22 +46,17 @@ def copy_results(demo: Path, docs: Path, note: str | None = None) -> Path:
         if not source.is_file():
             return match.group(0)
         name = source.relative_to(demo).as_posix().replace("/", "__")
-        _atomic_copy(source, figures / name)
+        copy_file(source, figures / name)
         rel = source.relative_to(demo).as_posix()
         if rel in ALSO:
-            _atomic_copy(source, docs / "figures" / ALSO[rel])
+            copy_file(source, docs / "figures" / ALSO[rel])
         return f"![{alt}](figures/results/{name})"
 
     body = IMAGE.sub(replace, text)
     header = ""
     if note:
         header = f"> {note}\n\n"
-    out = docs / "results.md"
-    fd, tmp = tempfile.mkstemp(prefix=".results.md.", dir=docs)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(header + body)
-    os.replace(tmp, out)
-    return out
+    return write_text(docs / "results.md", header + body)
 
 
 def main(argv: list[str] | None = None) -> int:

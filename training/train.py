@@ -34,6 +34,7 @@ if __package__ in (None, ""):  # run as a script: make `training` and `geosane_h
 
 import torch
 
+from geosane_hf.atomic_io import write_json
 from training.config import TrainingConfig, TrainingConfigError, load_config
 
 logger = logging.getLogger("geosane.train")
@@ -151,12 +152,6 @@ def lr_lambda(schedule: str, num_steps: int, warmup_fraction: float):
         return 0.5 * (1.0 + math.cos(math.pi * progress)) * (1 - 1e-3) + 1e-3
 
     return factor
-
-
-def _write_json_atomic(path: Path, payload: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True))
-    os.replace(tmp, path)
 
 
 def _checkpoint_index(path: Path) -> int:
@@ -400,12 +395,13 @@ def training_function(config: TrainingConfig, args: argparse.Namespace) -> Train
 
     def save_checkpoint(step: int) -> None:
         location = Path(accelerator.save_state())
-        _write_json_atomic(
+        write_json(
             location / RANK_STATE_FILE.format(rank=accelerator.process_index),
             {"generator": augment_rng.get_state().tolist(), "running": [r.tolist() for r in running]},
+            sort_keys=True,
         )
         if accelerator.is_main_process:
-            _write_json_atomic(
+            write_json(
                 location / STATE_FILE,
                 {
                     "step": step,
@@ -418,6 +414,7 @@ def training_function(config: TrainingConfig, args: argparse.Namespace) -> Train
                     "history": history,
                     "evaluations": evaluations,
                 },
+                sort_keys=True,
             )
         accelerator.wait_for_everyone()
 
@@ -505,7 +502,7 @@ def training_function(config: TrainingConfig, args: argparse.Namespace) -> Train
         from training.model_card import write_model_card
 
         unwrapped.save_pretrained(model_dir, safe_serialization=True)
-        _write_json_atomic(output_dir / "history.json", {"history": history, "evaluations": evaluations})
+        write_json(output_dir / "history.json", {"history": history, "evaluations": evaluations}, sort_keys=True)
         write_model_card(
             model_dir,
             config=config,

@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 
+from geosane_hf.atomic_io import write_text
 from geosane_hf.checkpoints import LoadedCheckpoint, TensorSpec, load_checkpoint, save_safetensors
 from geosane_hf.collection.manifest import ArchitectureSpec, CollectionManifest, ManifestEntry
 
@@ -220,18 +221,9 @@ def read_index(root: str | os.PathLike) -> list[CollectedModel]:
 
 def write_index(root: str | os.PathLike, models: list[CollectedModel]) -> None:
     """Writes ``collection.jsonl`` atomically (temp file + rename): readers see the old or the new index."""
-    _write_text(
+    write_text(
         Path(root) / INDEX_FILENAME, "".join(json.dumps(dataclasses.asdict(m), sort_keys=True) + "\n" for m in models)
     )
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -629,8 +621,8 @@ def collect(
     report = CollectionReport(
         collected=collected, failed=failed, reused=reused, root=root, seconds=time.perf_counter() - start
     )
-    _write_text(root / REPORT_MARKDOWN, report.to_markdown())
-    _write_text(root / REPORT_JSON, json.dumps(report.to_dict(), indent=2) + "\n")
+    write_text(root / REPORT_MARKDOWN, report.to_markdown())
+    write_text(root / REPORT_JSON, json.dumps(report.to_dict(), indent=2) + "\n")
     return report
 
 

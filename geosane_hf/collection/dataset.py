@@ -72,6 +72,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from geosane_hf.atomic_io import write_text
 from geosane_hf.checkpoints import read_safetensors_header
 from geosane_hf.tokenizer import WeightLayout, WeightTokenizer
 
@@ -718,15 +719,6 @@ def _write_table_atomic(table: Any, path: Path, compression: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # the build
 # ----------------------------------------------------------------------------------------------------------------
@@ -881,7 +873,7 @@ def build_dataset(
             for r in model_rows
         ],
     )
-    _write_text_atomic(out_dir / "README.md", render_dataset_card(result, model_rows, config, collection_dir))
+    write_text(out_dir / "README.md", render_dataset_card(result, model_rows, config, collection_dir))
     result.parquet_bytes = sum(p.stat().st_size for p in out_dir.glob("*/train-*.parquet"))
     result.seconds = time.perf_counter() - start
     return result

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from geosane_hf.atomic_io import write_json
 from geosane_hf.collection.architectures import build_architecture, count_parameters
 from geosane_hf.imagery import (
     CLOUD_CLASS_NAMES,
@@ -491,15 +492,6 @@ def _save_weights(state_dict: dict[str, torch.Tensor], path: Path, metadata: dic
         tmp.unlink(missing_ok=True)
 
 
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(payload, indent=1, sort_keys=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _record(spec: RunSpec, data: TaskData, checkpoint: TrainedCheckpoint, seconds: float) -> dict[str, Any]:
     return {
         "id": checkpoint.model_id,
@@ -680,7 +672,7 @@ def train_zoo(config: ZooConfig, progress: bool = True) -> ZooResult:
             "settings": settings,
             "models": [known[k] for k in sorted(known)],
         }
-        _write_json_atomic(index_path, payload)
+        write_json(index_path, payload)
 
     commit([])
     bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="geosane zoo", unit="run", disable=not progress)

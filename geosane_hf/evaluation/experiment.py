@@ -47,6 +47,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from geosane_hf.atomic_io import write_json
 from geosane_hf.evaluation.data import Split, load_task_data
 from geosane_hf.evaluation.experiment_config import (
     DEFAULT_STARTS,
@@ -261,13 +262,6 @@ def _teacher_fingerprint(ctx: _Context, task: str, arch: str, seed: int) -> str:
     )
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -478,7 +472,7 @@ class _Worker:
                 "score": run.score,
                 "seconds": run.result.seconds,
             }
-            _write_json(info_path, info)
+            write_json(info_path, info, default=str)
         model.eval()
         self._teachers[key] = (model, info)
         return model, info
@@ -593,7 +587,7 @@ class _Worker:
                 build_seconds=built,
                 run=_jsonable(run.to_dict()),
             )
-        _write_json(key.path(self.ctx.out_dir), record)
+        write_json(key.path(self.ctx.out_dir), record, default=str)
         return record
 
     def prepare(self, job: _Prep) -> dict[str, Any]:

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geosane_hf.atomic_io import write_text
 from geosane_hf.evaluation.experiment_config import ExperimentConfig, parse_start
 
 __all__ = ["ExperimentResult", "StartRow", "TargetTable", "Verdict", "build_report"]
@@ -242,14 +242,8 @@ class ExperimentResult:
             fig = convergence_figure(curves, table.metric, title=f"{table.task} / {table.target}")
             save_figure(fig, self.out_dir / relative)
             table.plot = relative
-        _write_text(self.out_dir / "results.md", self.to_markdown())
-        _write_text(self.out_dir / "results.json", json.dumps(self.to_dict(), indent=1, default=str) + "\n")
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+        write_text(self.out_dir / "results.md", self.to_markdown())
+        write_text(self.out_dir / "results.json", json.dumps(self.to_dict(), indent=1, default=str) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------------ rows

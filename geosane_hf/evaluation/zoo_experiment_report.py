@@ -18,6 +18,8 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from geosane_hf.atomic_io import write_text
+
 if TYPE_CHECKING:
     from geosane_hf.evaluation.zoo_experiment import ZooExperimentResult
 
@@ -195,15 +197,6 @@ def render_markdown(result: ZooExperimentResult) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _atomic_savefig(fig, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
     try:
@@ -295,6 +288,6 @@ def write_report(result: ZooExperimentResult, out_dir: Path) -> dict[str, str]:
     files["markdown"] = str(out_dir / "zoo_experiment.md")
     files["json"] = str(out_dir / "zoo_experiment.json")
     result.files = dict(sorted(files.items()))
-    _atomic_write_text(out_dir / "zoo_experiment.md", render_markdown(result) + "\n")
-    _atomic_write_text(out_dir / "zoo_experiment.json", json.dumps(result.to_dict(), indent=1) + "\n")
+    write_text(out_dir / "zoo_experiment.md", render_markdown(result) + "\n")
+    write_text(out_dir / "zoo_experiment.json", json.dumps(result.to_dict(), indent=1) + "\n")
     return result.files
