@@ -1,26 +1,43 @@
 """Weight-generation speed and memory with the ``small`` GeoSANE model, next to the GEMM ceiling of the same run.
 
 For each prompt (default: resnet50, vit_base_patch16_224, swin_base_patch4_window7_224, mobilenetv2_100; 4 bands,
-6 classes, random-init ``small`` model, prompt-noise sampler, one sample) it reports the wall time of each step of
-``generate_weights`` (tokenize / encode / sample / decode / detokenize / calibration_data (reading the packaged
-scene) / calibrate (BatchNorm forward passes), plus prompt loading), the peak
-RSS increase, and the GEMM ceiling: the plain GEMMs that encode + decode of the *content* tokens cannot avoid
-(``benchmarks/model_speed.py``'s ``gemm_plan`` / ``gemm_step``, timed here, best of ``--repeats``), so
-``ceiling / (encode + decode)`` includes the halo overhead and the windowing loop. Memory is compared with
-``2 x prompt bytes + model bytes``.
+6 classes, random-init ``small`` model, prompt-noise sampler, one sample) it runs ``generate_weights``
+``--repeats`` times and reports, per step (prompt loading, tokenize, encode, sample, decode, detokenize,
+calibration_data = reading the packaged scene, calibrate = BatchNorm forward passes), the median over the repeats.
+Next to it, the GEMM ceiling: the plain GEMMs that encode + decode of the *content* tokens cannot avoid
+(``benchmarks/model_speed.py``'s ``gemm_plan`` / ``gemm_step``: every Linear and the two attention matmuls per layer
+for ``ceil(N / window)`` windows of ``window`` tokens), timed in passes of ``--window-batch`` windows interleaved
+with the generations (a few passes before and after each, median per pass, scaled to all windows). So
+``ceiling / (encode + decode)`` counts the halo tokens as overhead; ``max`` is that ratio for a model that ran every
+FLOP it must compute (halo context included) at the ceiling's rate.
 
-The machine is shared: absolute times are noisy; compare the ratios measured in the same run.
+Times are given by process CPU time as well as wall time: on this shared machine a descheduled process loses wall
+time but not CPU time, so with one thread (the default) the CPU-time ratios are the robust ones. The load average
+is printed with each row.
+
+Memory: peak RSS above the RSS before the call (sampled every 2 ms, after ``malloc_trim`` so that freed heap from
+an earlier call does not hide new allocations), in the last repeat (the first also pays one-time imports and the
+scene read), against ``2 x prompt bytes + GeoSANE model bytes``; also the peak before BatchNorm calibration
+started (calibration activations of 16 x 224 x 224 images do not scale with the prompt).
+
+``--calibrate-channels-last`` runs the calibration passes in channels_last (``api._CALIBRATE_CHANNELS_LAST``;
+faster, not bit-identical: see ``calibrate_batchnorm``).
 
 Usage:
-    python benchmarks/generate_speed.py             # the four prompts
-    python benchmarks/generate_speed.py --quick     # mobilenetv2_100 + resnet18, fewer repeats
+    python benchmarks/generate_speed.py                       # the four prompts, 3 repeats, 1 thread
+    python benchmarks/generate_speed.py --quick               # mobilenetv2_100 + resnet18, 2 repeats
+    python benchmarks/generate_speed.py --prompts resnet50 --threads 2
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import gc
 import math
 import os
+import statistics
 import sys
 import time
 
@@ -29,52 +46,167 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model_speed import PeakRSS, gemm_plan, gemm_step
 
-from geosane_hf.generation import generate_weights
+from geosane_hf.generation import api, generate_weights
 from geosane_hf.modeling import GeoSANEConfig, GeoSANEModel
 
 PROMPTS = ["resnet50", "vit_base_patch16_224", "swin_base_patch4_window7_224", "mobilenetv2_100"]
 STEPS = ["prompt", "tokenize", "encode", "sample", "decode", "detokenize", "calibration_data", "calibrate"]
+OTHER = ["tokenize", "sample", "detokenize", "calibration_data", "calibrate"]
 
 
-def ceiling_seconds(config: GeoSANEConfig, num_tokens: int, windows_per_pass: int, repeats: int) -> float:
-    """Best-of-``repeats`` time of the unavoidable GEMMs for encode + decode of ``num_tokens`` content tokens."""
-    windows = math.ceil(num_tokens / config.window_size)
-    plan = gemm_plan(config, windows_per_pass)
-    step = gemm_step(plan, training=False)
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        best = min(best, time.perf_counter() - start)
-    return best * windows / windows_per_pass
+class CpuTimer(api._Timer):
+    """``api._Timer`` that also records process CPU seconds per step (benchmark only)."""
+
+    last: CpuTimer | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cpu: dict[str, float] = {}
+        self.spans: list[tuple[str, float, float]] = []  # (step, perf_counter start, end)
+        CpuTimer.last = self
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        start, wall = time.process_time(), time.perf_counter()
+        try:
+            with super().__call__(name):
+                yield
+        finally:
+            self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - start
+            self.spans.append((name, wall, time.perf_counter()))
+
+
+class RssTrace(PeakRSS):
+    """``PeakRSS`` that keeps every (time, RSS) sample, for the peak of each step."""
+
+    def __init__(self, interval: float = 0.002):
+        super().__init__(interval)
+        self.samples: list[tuple[float, int]] = []
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss = self._rss()
+            self.samples.append((time.perf_counter(), rss))
+            self.peak = max(self.peak, rss)
+            time.sleep(self.interval)
+
+    def peak_before(self, spans: list[tuple[str, float, float]], step: str) -> int:
+        """The peak of the samples taken before ``step`` first started (all of them if it never ran)."""
+        start = min((a for name, a, _ in spans if name == step), default=math.inf)
+        return max((rss for t, rss in self.samples if t < start), default=self.start)
+
+
+def trim_heap() -> None:
+    """Returns freed heap pages to the OS, so that an RSS increase counts new allocations only."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def flops_with_halo(config: GeoSANEConfig, num_tokens: int) -> tuple[float, float]:
+    """(FLOPs the ceiling counts for the content tokens, FLOPs encode + decode must compute with their halos).
+
+    Same counting as ``GemmPlan.flops`` (2 x in x out per token per Linear, 4 x N x d per token per attention
+    layer). With halos every layer but the last of each stack runs on the whole context window; the last block's
+    queries, MLP and the output projection run on the content rows only (what ``encode_long`` does).
+    """
+    d, inter = config.hidden_size, config.intermediate_size
+    per_block = 2.0 * (d * 3 * d + d * d + 2 * d * inter)  # per token: c_attn, c_proj, MLP
+    q_rows_block = 2.0 * (d * d + 2 * d * inter)  # the part of a block that only content queries need
+    ends = {"encode": (config.token_size, config.latent_size), "decode": (config.latent_size, config.token_size)}
+    layers = {"encode": config.num_encoder_layers, "decode": config.num_decoder_layers}
+    content = computed = 0.0
+    for start in range(0, num_tokens, config.window_size):
+        end = min(start + config.window_size, num_tokens)
+        w = end - start
+        c = min(num_tokens, end + config.halo_size) - max(0, start - config.halo_size)
+        for kind, (f_in, f_out) in ends.items():
+            n = layers[kind]
+            content += 2.0 * w * (f_in * d + d * f_out) + n * (w * per_block + 4.0 * w * config.window_size * d)
+            if n == 0:
+                computed += 2.0 * (c * f_in * d + w * d * f_out)
+                continue
+            computed += 2.0 * (c * f_in * d + w * d * f_out)  # input projection on the context, output on content
+            computed += (n - 1) * (c * per_block + 4.0 * c * c * d)  # full blocks
+            computed += c * (per_block - q_rows_block) + w * q_rows_block + 4.0 * w * c * d  # last block
+    return content, computed
+
+
+def ceiling_pass(config: GeoSANEConfig, windows_per_pass: int):
+    return gemm_step(gemm_plan(config, windows_per_pass), training=False)
+
+
+def timed(fn) -> tuple[float, float]:
+    start, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def bench(model: GeoSANEModel, prompt: str, args: argparse.Namespace) -> dict[str, float]:
-    with PeakRSS() as rss:
-        start = time.perf_counter()
-        out = generate_weights(
-            model,
-            prompt,
-            in_chans=4,
-            num_classes=6,
-            seed=0,
-            window_batch_size=args.window_batch,
-            calibration_count=args.calibration_images,
-        )
-        total = time.perf_counter() - start
-    sd = out.state_dicts[0]
-    prompt_bytes = sum(v.numel() * v.element_size() for v in sd.values())
-    model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    tokens = out.provenance["tokenizer"]["num_tokens"]
-    ceiling = ceiling_seconds(model.config, tokens, args.window_batch, args.repeats)
-    row = {step: out.timings.get(step, 0.0) for step in STEPS}
-    row.update(
-        total=total,
-        tokens=tokens,
-        ceiling=ceiling,
-        peak_gb=(rss.peak - rss.start) / 2**30,
-        bound_gb=(2 * prompt_bytes + model_bytes) / 2**30,
-    )
+    config = model.config
+    step = ceiling_pass(config, args.window_batch)
+    step()  # warm-up
+    wall: dict[str, list[float]] = {s: [] for s in [*STEPS, "total"]}
+    cpu: dict[str, list[float]] = {s: [] for s in [*STEPS, "total"]}
+    ceiling_wall, ceiling_cpu = [], []
+    loads = []
+    peak = peak_no_calibration = bound = 0.0
+    tokens = 0
+    result: list = []
+    for repeat in range(args.repeats):
+        for _ in range(args.ceiling_passes):  # interleaved: the ceiling sees the same background load
+            w, c = timed(step)
+            ceiling_wall.append(w)
+            ceiling_cpu.append(c)
+        trim_heap()
+
+        def run(result: list = result) -> None:
+            result.append(
+                generate_weights(
+                    model,
+                    prompt,
+                    in_chans=4,
+                    num_classes=6,
+                    seed=0,
+                    window_batch_size=args.window_batch,
+                    calibration_count=args.calibration_images,
+                )
+            )
+
+        with RssTrace() as rss:
+            w, c = timed(run)
+        out = result.pop()
+        timer = CpuTimer.last
+        for s in STEPS:
+            wall[s].append(timer.seconds.get(s, 0.0))
+            cpu[s].append(timer.cpu.get(s, 0.0))
+        wall["total"].append(w)
+        cpu["total"].append(c)
+        loads.append(os.getloadavg()[0])
+        sd = out.state_dicts[0]
+        prompt_bytes = sum(v.numel() * v.element_size() for v in sd.values())
+        model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        tokens = out.provenance["tokenizer"]["num_tokens"]
+        peak = (rss.peak - rss.start) / 2**30  # the last repeat's
+        peak_no_calibration = (rss.peak_before(timer.spans, "calibrate") - rss.start) / 2**30
+        bound = (2 * prompt_bytes + model_bytes) / 2**30
+        del out, sd
+        print(f"  {prompt} repeat {repeat}: {w:.1f} s wall, {c:.1f} s CPU, load {loads[-1]:.1f}", file=sys.stderr)
+        for _ in range(args.ceiling_passes):
+            w, c = timed(step)
+            ceiling_wall.append(w)
+            ceiling_cpu.append(c)
+    windows = math.ceil(tokens / config.window_size)
+    scale = windows / args.window_batch
+    content_flops, computed_flops = flops_with_halo(config, tokens)
+    row: dict[str, float] = {"tokens": tokens, "peak_gb": peak, "bound_gb": bound, "load": statistics.median(loads)}
+    row["peak_no_calibration_gb"] = peak_no_calibration
+    for s in [*STEPS, "total"]:
+        row[s] = statistics.median(wall[s])
+        row[f"{s}_cpu"] = statistics.median(cpu[s])
+    row["ceiling"] = statistics.median(ceiling_wall) * scale
+    row["ceiling_cpu"] = statistics.median(ceiling_cpu) * scale
+    row["max"] = content_flops / computed_flops
     return row
 
 
@@ -84,26 +216,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="small", help="GeoSANE config preset")
     parser.add_argument("--window-batch", type=int, default=32, help="windows per encode/decode pass")
     parser.add_argument("--calibration-images", type=int, default=16, help="BatchNorm calibration patches")
-    parser.add_argument("--repeats", type=int, default=3, help="ceiling repeats (best of)")
-    parser.add_argument("--quick", action="store_true", help="mobilenetv2_100 + resnet18, 1 repeat")
+    parser.add_argument("--repeats", type=int, default=3, help="generations per prompt (median)")
+    parser.add_argument("--ceiling-passes", type=int, default=3, help="ceiling passes before and after each")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    parser.add_argument("--quick", action="store_true", help="mobilenetv2_100 + resnet18, 2 repeats")
+    parser.add_argument(
+        "--calibrate-channels-last", action="store_true", help="BatchNorm calibration in channels_last (faster)"
+    )
     args = parser.parse_args(argv)
     prompts = args.prompts or (["mobilenetv2_100", "resnet18"] if args.quick else PROMPTS)
     if args.quick:
-        args.repeats = 1
+        args.repeats = min(args.repeats, 2)
+    torch.set_num_threads(args.threads)
+    api._Timer = CpuTimer  # per-step CPU time next to wall time (benchmark only)
+    api._CALIBRATE_CHANNELS_LAST = args.calibrate_channels_last
     torch.manual_seed(0)
     model = GeoSANEModel(GeoSANEConfig.from_preset(args.preset)).eval()
-    print(f"GeoSANE {args.preset} (random init), torch threads {torch.get_num_threads()}, load {os.getloadavg()}")
-    header = ["prompt", "tokens", *STEPS, "total", "enc+dec", "ceiling", "ceil/(e+d)", "other%", "peakGB", "boundGB"]
-    print(" | ".join(header))
-    for prompt in prompts:
-        r = bench(model, prompt, args)
-        encdec = r["encode"] + r["decode"]
-        other = r["tokenize"] + r["sample"] + r["detokenize"] + r["calibrate"] + r["calibration_data"]
-        cells = [prompt, f"{r['tokens']:.0f}"] + [f"{r[s]:.2f}" for s in STEPS]
-        cells += [f"{r['total']:.1f}", f"{encdec:.1f}", f"{r['ceiling']:.1f}", f"{r['ceiling'] / encdec:.2f}"]
-        cells += [f"{100 * other / r['total']:.1f}", f"{r['peak_gb']:.2f}", f"{r['bound_gb']:.2f}"]
-        print(" | ".join(cells), flush=True)
-    print(f"load after: {os.getloadavg()} (shared machine: absolute times are noisy, ratios are same-run)")
+    print(
+        f"GeoSANE {args.preset} (random init), {torch.get_num_threads()} thread(s), {args.window_batch} windows per "
+        f"pass, median of {args.repeats}, calibration {'channels_last' if args.calibrate_channels_last else 'contiguous'}"
+        f"; load before {os.getloadavg()[0]:.1f}"
+    )
+    rows = [(prompt, bench(model, prompt, args)) for prompt in prompts]
+    for clock, suffix in (("wall", ""), ("CPU", "_cpu")):
+        print(f"\nseconds by {clock} time")
+        header = ["prompt", "tokens", *STEPS, "total", "enc+dec", "ceiling", "ceil/(e+d)", "max", "other %"]
+        header += ["peak GB", "peak before calibrate", "bound GB", "load"]
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for prompt, r in rows:
+            encdec = r[f"encode{suffix}"] + r[f"decode{suffix}"]
+            other = sum(r[f"{s}{suffix}"] for s in OTHER)
+            cells = [prompt, f"{r['tokens']:,}"] + [f"{r[f'{s}{suffix}']:.2f}" for s in STEPS]
+            cells += [f"{r[f'total{suffix}']:.1f}", f"{encdec:.1f}", f"{r[f'ceiling{suffix}']:.1f}"]
+            cells += [f"{r[f'ceiling{suffix}'] / encdec:.2f}", f"{r['max']:.2f}"]
+            cells += [f"{100 * other / r[f'total{suffix}']:.1f}", f"{r['peak_gb']:.2f}"]
+            cells += [f"{r['peak_no_calibration_gb']:.2f}", f"{r['bound_gb']:.2f}"]
+            cells += [f"{r['load']:.1f}"]
+            print("| " + " | ".join(cells) + " |", flush=True)
+    print(f"\nload after: {os.getloadavg()[0]:.1f} (shared machine: compare same-run ratios)")
     return 0
 
 

@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import base64
+import collections
 import functools
 import hashlib
 import math
@@ -162,6 +163,8 @@ class StoredTensor:
     @classmethod
     def from_tensor(cls, key: str, tensor: torch.Tensor) -> StoredTensor:
         """Stores a tensor's values."""
+        if tensor.ndim == 0 and not (tensor.is_floating_point() or tensor.is_complex()):  # num_batches_tracked
+            return cls(key, (), _dtype_name(tensor.dtype), values=[tensor.item()])
         tensor = tensor.detach().to("cpu").contiguous()
         if not (tensor.is_floating_point() or tensor.is_complex()) and tensor.numel() <= INLINE_VALUES_MAX:
             return cls(key, tuple(tensor.shape), _dtype_name(tensor.dtype), values=tensor.reshape(-1).tolist())
@@ -352,6 +355,13 @@ def _read_specs(state_dict: Mapping[str, Any]) -> SpecTuple:
             f"expected a Mapping[str, Tensor] such as model.state_dict(), got {type(state_dict).__name__}"
         )
     lazy_specs = getattr(state_dict, "tensor_specs", None)
+    if lazy_specs is None:  # fast path for a plain dict of tensors; anything unexpected gets the checks below
+        try:
+            specs = tuple((key, tuple(value.shape), value.dtype) for key, value in state_dict.items())
+            if all(type(key) is str and isinstance(dtype, torch.dtype) for key, _, dtype in specs):
+                return specs
+        except AttributeError:
+            pass
     specs = []
     for key in state_dict:
         if not isinstance(key, str):
@@ -383,6 +393,7 @@ class _EntryView:
     bias_start: int
     dtype: torch.dtype
     bias_dtype: torch.dtype | None
+    pair: bool  # a floating 1-D weight with its bias: the block is [rows, 2], written with one stack
 
 
 @functools.lru_cache(maxsize=64)
@@ -408,6 +419,12 @@ def _entry_views(entries: tuple[LayoutEntry, ...], token_size: int) -> tuple[_En
                 bias_start=start + e.cols,
                 dtype=_dtype_from_name(e.dtype),
                 bias_dtype=_dtype_from_name(e.bias_dtype) if e.bias_dtype else None,
+                pair=(
+                    e.bias_key is not None
+                    and len(e.shape) == 1
+                    and _dtype_from_name(e.dtype).is_floating_point
+                    and _dtype_from_name(e.bias_dtype).is_floating_point
+                ),
             )
         )
     return tuple(views)
@@ -551,6 +568,40 @@ def _make_plan(mode: str, token_size: int, specs: SpecTuple) -> _Plan:
     )
 
 
+_INDEX_CACHE: collections.OrderedDict[tuple[str, str, int], tuple[torch.Tensor, ...]] = collections.OrderedDict()
+_INDEX_CACHE_TOKENS = 1 << 18  # cache num_real / positions / layer types of models up to this many tokens
+_INDEX_CACHE_SIZE = 8
+
+
+def _index_tensors(plan: _Plan, mode: str, token_size: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Fresh ``num_real [N]``, ``positions [N, 3]`` and ``layer_types [N]`` of a plan (they depend on shapes only).
+
+    Real values per token: ``T`` everywhere but on each layer's last token. The ``[N, T]`` mask is derived from
+    it on first access (:attr:`TokenizedWeights.mask`), so tokenizing writes no second ``N x T`` tensor. Small
+    models' results are cached (a population of one architecture) and returned as copies.
+    """
+    key = (mode, plan.fingerprint, token_size)
+    cached = _INDEX_CACHE.get(key)
+    if cached is None:
+        N, T = plan.num_tokens, token_size
+        num_real = torch.full((N,), T, dtype=torch.int16 if T <= INT16_MAX else torch.int32)
+        num_real[plan.last_rows] = plan.last_valid.to(dtype=num_real.dtype)
+        layer_index = torch.repeat_interleave(torch.arange(len(plan.entries)), plan.counts, output_size=N)  # [N]
+        positions = torch.empty((N, 3), dtype=torch.int16 if N - 1 <= INT16_MAX else torch.int32)  # (n, l, j)
+        torch.arange(N, out=positions[:, 0])
+        positions[:, 1] = layer_index
+        positions[:, 2] = positions[:, 0] - plan.starts[layer_index]
+        cached = (num_real, positions, plan.types[layer_index])  # [N], [N, 3], [N]
+        if N > _INDEX_CACHE_TOKENS:
+            return tuple(t.to(device) for t in cached)
+        _INDEX_CACHE[key] = cached
+        while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
+            _INDEX_CACHE.popitem(last=False)
+    else:
+        _INDEX_CACHE.move_to_end(key)
+    return tuple(t.to(device, copy=True) for t in cached)
+
+
 def _count_nonfinite(view: torch.Tensor) -> int:
     return int((~torch.isfinite(view)).sum().item())
 
@@ -646,15 +697,22 @@ class WeightTokenizer:
         else:
             tokens = torch.empty((N, T), dtype=plan.tokens_dtype, device=device)  # [N, T]
         flat = tokens.view(-1)  # [N * T]
+        base, strided = flat.storage_offset(), flat.as_strided
         for view in plan.views:
-            weight_view, bias_view = _views(flat, view)
+            if view.pair:  # a norm's weight [C] and bias [C]: one stack into their [C, 2] block
+                pair = (state_dict[view.key], state_dict[view.bias_key])
+                torch.stack(pair, 1, out=strided((view.rows, 2), (2, 1), base + view.start))
+                del pair
+                continue
             weight = state_dict[view.key]
+            weight_view = strided(view.shape, view.strides, base + view.start)
             weight_view.copy_(weight)
             if not weight.dtype.is_floating_point:
                 self._check_exact_cast(view.key, weight_view, weight)
             del weight
-            if bias_view is not None:
+            if view.bias_key is not None:
                 bias = state_dict[view.bias_key]
+                bias_view = strided((view.rows,), (view.row_stride,), base + view.bias_start)
                 bias_view.copy_(bias)
                 if not bias.dtype.is_floating_point:
                     self._check_exact_cast(view.bias_key, bias_view, bias)
@@ -671,18 +729,7 @@ class WeightTokenizer:
         if out is not None:
             num_real, positions, layer_types = out.num_real, out.positions, out.layer_types
         else:
-            # Real values per token: T everywhere but on each layer's last token. The [N, T] mask is derived from
-            # it on first access (TokenizedWeights.mask), so tokenizing writes no second N x T tensor.
-            num_real = torch.full((N,), T, dtype=torch.int16 if T <= INT16_MAX else torch.int32, device=device)
-            num_real[last_rows] = plan.last_valid.to(device=device, dtype=num_real.dtype)
-            pos_dtype = torch.int16 if N - 1 <= INT16_MAX else torch.int32
-            layer_index = torch.repeat_interleave(torch.arange(len(plan.entries)), plan.counts, output_size=N)  # [N]
-            positions = torch.empty((N, 3), dtype=pos_dtype)  # [N, 3] = (n, l, j)
-            torch.arange(N, out=positions[:, 0])
-            positions[:, 1] = layer_index
-            positions[:, 2] = positions[:, 0] - plan.starts[layer_index]
-            positions = positions.to(device)
-            layer_types = plan.types[layer_index].to(device)  # [N]
+            num_real, positions, layer_types = _index_tensors(plan, self.mode, T, device)
 
         layout = WeightLayout(
             mode=self.mode,

@@ -657,6 +657,57 @@ class GeoSANEModel(GeoSANEPreTrainedModel):
             windows.append((max(0, start - halo_size), start, end, min(length, end + halo_size)))
         return windows
 
+    @staticmethod
+    def _window_bounds(length: int, window_size: int, halo_size: int) -> tuple[torch.Tensor, ...]:
+        """[`halo_windows`] as four ``[W]`` int64 tensors (context start, content start, content end, context end)."""
+        starts = torch.arange(0, length, window_size)  # [W]
+        ends = (starts + window_size).clamp(max=length)
+        return (starts - halo_size).clamp(min=0), starts, ends, (ends + halo_size).clamp(max=length)
+
+    @staticmethod
+    def _rows(hidden: torch.Tensor, rows: torch.Tensor | slice) -> torch.Tensor:
+        """``hidden [B, N, F]`` at ``rows`` (``[B, C]`` indices, or one slice shared by the batch: a view)."""
+        if isinstance(rows, slice):
+            return hidden[:, rows]
+        return hidden.gather(1, rows[..., None].expand(-1, -1, hidden.shape[-1]))  # [B, C, F]
+
+    @staticmethod
+    def _block_at_rows(
+        block: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor | None, rows: torch.Tensor | slice
+    ) -> torch.Tensor:
+        """``block(hidden, attention_mask)`` evaluated only at the query ``rows`` (``[B, C]`` or a slice) -> ``[B, C, d]``.
+
+        Keys and values still come from all ``N`` rows, so each returned row equals the same row of the full block:
+        the last block of a stack only needs the rows whose output is kept (a window's content, not its halo).
+        Mirrors [`GeoSANEBlock.forward`] (a block with another ``forward`` runs in full and is sliced); the
+        ``encode_long`` exactness tests compare both paths.
+        """
+        take = GeoSANEModel._rows
+        if type(block).forward is not GeoSANEBlock.forward:
+            return take(block(hidden, attention_mask), rows)
+        batch, length, width = hidden.shape
+        attn = block.attn
+        query, key, value = attn.c_attn(block.ln_1(hidden)).split(width, dim=-1)  # [B, N, d] each
+        query = take(query, rows)  # [B, C, d]
+        count = query.shape[1]
+        query = query.view(batch, count, attn.num_heads, attn.head_dim).transpose(1, 2)  # [B, h, C, hd]
+        key, value = (t.view(batch, length, attn.num_heads, attn.head_dim).transpose(1, 2) for t in (key, value))
+        attention = eager_attention_forward
+        if attn.config._attn_implementation not in (None, "eager"):
+            attention = ALL_ATTENTION_FUNCTIONS[attn.config._attn_implementation]
+        output, _ = attention(
+            attn,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=attn.dropout if attn.training else 0.0,
+            scaling=attn.scaling,
+            is_causal=False,
+        )  # [B, C, h, hd]
+        hidden = take(hidden, rows) + block.dropout(attn.c_proj(output.reshape(batch, count, width)))
+        return hidden + block.dropout(block.mlp(block.ln_2(hidden)))  # [B, C, d]
+
     def _run_long(
         self,
         kind: str,
@@ -669,48 +720,73 @@ class GeoSANEModel(GeoSANEPreTrainedModel):
         halo_size: int | None,
         show_progress: bool,
     ) -> torch.Tensor:
-        """Shared windowed loop of ``encode_long`` / ``decode_long``; inputs ``[N, F]`` -> outputs ``[N, F_out]``."""
+        """Shared windowed loop of ``encode_long`` / ``decode_long``; inputs ``[N, F]`` -> outputs ``[N, F_out]``.
+
+        Per pass of ``batch_size`` windows (a contiguous token range ``[lo, hi)`` with the halos): the input
+        projection + position/layer-type code run once per token of the range (they are per-token, so a halo
+        token's embedding is the one of its own window), one gather builds the padded ``[b, S, d]`` windows, the
+        transformer runs on them, the last block and the output projection only on the content rows (the halo's
+        outputs are never used), and one contiguous copy writes the content back. Every window's content equals
+        ``encode``/``decode`` of its context slice.
+        """
         if batch_size <= 0:
             raise ValueError(f"GeoSANEModel: expected batch_size > 0, got {batch_size}.")
         window = self.config.window_size if window_size is None else window_size
         halo = self.config.halo_size if halo_size is None else halo_size
-        length, features = inputs.shape
+        if window <= 0 or halo < 0:
+            raise ValueError(f"expected window_size > 0 and halo_size >= 0, got {window} and {halo}.")
+        length, _ = inputs.shape
         self._check_positions(positions[None], 1, length)
         if layer_types is not None and self.layer_type_embs is not None:
             self._check_layer_types(layer_types[None], 1, length)
         else:
             layer_types = None
-        out_width = self.config.latent_size if kind == "encode" else self.config.token_size
-        device = self.device
-        dtype = self.dtype
-        output = torch.empty(length, out_width, dtype=dtype, device=inputs.device)  # [N, F_out]
-        windows = self.halo_windows(length, window, halo)
-        batches = [windows[i : i + batch_size] for i in range(0, len(windows), batch_size)]
-        progress = logging.tqdm(total=len(windows), desc=f"GeoSANE {kind}", unit="window", disable=not show_progress)
-        for group in batches:
-            span = max(ctx_end - ctx_start for ctx_start, _, _, ctx_end in group)
-            chunk = inputs.new_zeros(len(group), span, features, dtype=dtype, device=device)  # [b, S, F]
-            chunk_positions = torch.zeros(len(group), span, 3, dtype=positions.dtype, device=device)  # [b, S, 3]
-            chunk_valid = torch.zeros(len(group), span, dtype=torch.bool, device=device)  # [b, S]
-            chunk_types = None
-            if layer_types is not None:
-                chunk_types = torch.zeros(len(group), span, dtype=layer_types.dtype, device=device)
-            for row, (ctx_start, _, _, ctx_end) in enumerate(group):
-                size = ctx_end - ctx_start
-                chunk[row, :size] = inputs[ctx_start:ctx_end].to(device=device, dtype=dtype)
-                chunk_positions[row, :size] = positions[ctx_start:ctx_end].to(device)
-                chunk_valid[row, :size] = True if valid is None else valid[ctx_start:ctx_end].to(device)
-                if chunk_types is not None:
-                    chunk_types[row, :size] = layer_types[ctx_start:ctx_end].to(device)
+        if kind == "encode":
+            project_in, stack, project_out = self.tokenizer, self.transformer_encoder, self.encoder_comp
+        else:
+            project_in, stack, project_out = self.decoder_comp, self.transformer_decoder, self.detokenizer
+        blocks = list(stack.transformer)
+        device, dtype = self.device, self.dtype
+        output = torch.empty(length, project_out.out_features, dtype=dtype, device=inputs.device)  # [N, F_out]
+        context_starts, starts, ends, context_ends = self._window_bounds(length, window, halo)  # [W] each
+        num_windows = starts.numel()
+        progress = logging.tqdm(total=num_windows, desc=f"GeoSANE {kind}", unit="window", disable=not show_progress)
+        for first in range(0, num_windows, batch_size):
+            group = slice(first, min(first + batch_size, num_windows))
+            ctx_start, start, end, ctx_end = (t[group] for t in (context_starts, starts, ends, context_ends))  # [b]
+            lo, hi = int(ctx_start[0]), int(ctx_end[-1])  # the pass's token range, halos included
+            span = int((ctx_end - ctx_start).max())
+            index = ctx_start[:, None] + torch.arange(span)  # [b, S] token ids of each padded window
+            inside = index < ctx_end[:, None]  # [b, S]; False = padding after a short window
+            index = torch.where(inside, index, ctx_start[:, None]) - lo  # padding repeats a real row (masked out)
+            flat = index.reshape(-1).to(device)  # [b*S]
+            types = None if layer_types is None else layer_types[lo:hi].to(device)[None]  # [1, M]
+            embedded = self._embed(
+                project_in(inputs[lo:hi].to(device=device, dtype=dtype)),
+                self.pe(positions[lo:hi].to(device)[None]),
+                types,
+            )[0]  # [M, d], M = hi - lo
+            hidden = embedded.index_select(0, flat).view(*index.shape, -1)  # [b, S, d]
+            del embedded
+            chunk_valid = inside.to(device)
+            if valid is not None:
+                chunk_valid = chunk_valid & valid[lo:hi].to(device).index_select(0, flat).view(index.shape)
             key_mask = self._key_mask(chunk_valid[..., None])
-            position_embeds = self.pe(chunk_positions)
-            if kind == "encode":
-                result = self._encode(chunk, position_embeds, key_mask, chunk_types)  # [b, S, L]
+            for block in blocks[:-1]:
+                hidden = block(hidden, key_mask)  # [b, S, d]
+            count = min(window, span)  # content rows per window (the sequence's last window may have fewer)
+            offsets = start - ctx_start  # [b] first content row of each window
+            offset = int(offsets[0])
+            if bool((offsets == offset).all()) and offset + count <= span:
+                rows: torch.Tensor | slice = slice(offset, offset + count)  # the same rows in every window: a view
             else:
-                result = self._decode(chunk, position_embeds, key_mask, chunk_types)  # [b, S, T]
-            for row, (ctx_start, start, end, _) in enumerate(group):
-                output[start:end] = result[row, start - ctx_start : end - ctx_start].to(output.device)
-            progress.update(len(group))
+                rows = (offsets[:, None] + torch.arange(count)).clamp(max=span - 1).to(device)  # [b, C]
+            last = blocks[-1] if blocks else None  # the last block runs on the content rows only
+            hidden = self._rows(hidden, rows) if last is None else self._block_at_rows(last, hidden, key_mask, rows)
+            result = project_out(hidden)  # [b, C, F_out]: content rows, in token order
+            first_token, last_token = int(start[0]), int(end[-1])  # only the sequence's last window is short
+            output[first_token:last_token] = result.reshape(-1, result.shape[-1])[: last_token - first_token]
+            progress.update(int(start.numel()))
         progress.close()
         return output
 
@@ -732,10 +808,12 @@ class GeoSANEModel(GeoSANEPreTrainedModel):
         Each window of ``window_size`` content tokens is encoded together with up to ``halo_size`` context tokens
         on each side (clipped at the ends); the context is dropped afterwards. ``batch_size`` windows run per
         pass (shorter ones are padded and masked out as attention keys), so peak memory depends on the batch,
-        not on N. The result for each window equals ``encode`` on its context slice, for every N.
+        not on N. The result for each window equals ``encode`` on its context slice, for every N. The halo's own
+        outputs are never computed past what the content needs (the last block and the output projection run on
+        content rows only) and the per-token input embedding runs once per token.
 
         Args:
-            tokens: ``[N, T]`` all tokens of one model (any device; moved window by window to the model's).
+            tokens: ``[N, T]`` all tokens of one model (any device; moved pass by pass to the model's).
             positions: ``[N, 3]`` integer positions.
             mask: ``[N, T]`` bool, True on real values (all-False tokens are ignored as keys).
             layer_types: ``[N]`` layer-type ids.

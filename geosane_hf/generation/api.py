@@ -25,6 +25,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -39,9 +41,14 @@ from geosane_hf.generation.bands import BandAdaptationError, adapt_stem, default
 from geosane_hf.generation.calibration import CalibrationReport, batchnorm_layers, calibrate_batchnorm
 from geosane_hf.generation.samplers import SAMPLERS, align_latents, kde_sample, prompt_noise
 from geosane_hf.layer_types import LayerType
-from geosane_hf.tokenizer import TokenizedWeights, WeightTokenizer
+from geosane_hf.tokenizer import TokenizedWeights, WeightLayout, WeightTokenizer
 
 __all__ = ["GeneratedPrompt", "GenerationError", "GenerationOutput", "generate_weights", "load_prompt"]
+
+
+# BatchNorm calibration in channels_last: 1.3-2x faster, but the statistics then differ from the contiguous
+# passes in float rounding (see calibrate_batchnorm); off so that generated weights stay bit-identical.
+_CALIBRATE_CHANNELS_LAST = False
 
 
 class GenerationError(ValueError):
@@ -98,6 +105,65 @@ class _Timer:
 
 
 # ------------------------------------------------------------------------------------------------------- prompt
+
+
+def _meta_timm_model(architecture: str) -> nn.Module:
+    """The architecture on the meta device (no memory, no init): for its config, keys and shapes only."""
+    import timm
+
+    try:
+        with torch.device("meta"):
+            return timm.create_model(architecture, pretrained=False)
+    except Exception:  # a model whose __init__ needs real tensors: build it for real
+        return _timm_model(architecture, 0)
+
+
+def _offload(model: nn.Module) -> nn.Module | None:
+    """Moves the model's state_dict tensors (parameters, persistent buffers) to the meta device, in place.
+
+    The result is a skeleton that :func:`_instantiate` fills with ``load_state_dict(assign=True)`` (no init, no
+    copy); non-persistent buffers (index tables ...) stay real. Returns None (and leaves the model alone) when two
+    state_dict keys share one tensor: assigning would untie them.
+    """
+    state = model.state_dict(keep_vars=True)
+    if len({id(t) for t in state.values()}) != len(state):
+        return None
+    for module in model.modules():
+        for name, param in module._parameters.items():
+            if param is not None:
+                module._parameters[name] = nn.Parameter(
+                    torch.empty_like(param, device="meta"), requires_grad=param.requires_grad
+                )
+        for name, buffer in module._buffers.items():
+            if buffer is not None and name not in module._non_persistent_buffers_set:
+                module._buffers[name] = torch.empty_like(buffer, device="meta")
+    return model
+
+
+def _release_freed_memory() -> None:
+    """Hands freed heap pages back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    The target's init and the prompt's tensors are freed before the tokens / decoded tokens are allocated, but
+    most are smaller than glibc's mmap threshold: without a trim their pages stay resident next to the new
+    (large, mmapped) buffers and the peak RSS counts both.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        _libc().malloc_trim(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _libc() -> Any:
+    import ctypes
+    import ctypes.util
+
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
+def _instantiate(skeleton: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    """A model of the skeleton's architecture whose tensors are ``state_dict``'s (shared, not copied), in eval."""
+    net = copy.deepcopy(skeleton)
+    net.load_state_dict(state_dict, strict=True, assign=True)
+    return net.eval()
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -201,8 +267,33 @@ def load_prompt(
     Raises:
         GenerationError: Unknown architecture, a prompt whose tensors do not fit it, ``in_chans`` < 1.
     """
+    return _fit_prompt(
+        prompt,
+        architecture=architecture,
+        in_chans=in_chans,
+        num_classes=num_classes,
+        bands=bands,
+        band_method=band_method,
+        seed=seed,
+        copy_tensors=True,
+    )
+
+
+def _fit_prompt(
+    prompt: Any,
+    *,
+    architecture: str | None,
+    in_chans: int | None,
+    num_classes: int | None,
+    bands: Sequence[str] | None,
+    band_method: str,
+    seed: int,
+    copy_tensors: bool,
+) -> tuple[GeneratedPrompt, nn.Module]:
+    """:func:`load_prompt`; ``copy_tensors=False`` lets the fitted state_dict share the prompt's unchanged
+    tensors (read-only use inside :func:`generate_weights`: one copy of the prompt less)."""
     arch, source, raw = _raw_prompt(prompt, architecture, seed)
-    probe = _timm_model(arch, seed)
+    probe = _meta_timm_model(arch)  # config, keys and shapes only
     stem_key, prompt_chans = _stem_in_chans(raw, probe)
     in_chans = prompt_chans if in_chans is None else _check_int("in_chans", in_chans, 1)
     heads = _head_prefixes(probe)
@@ -222,7 +313,8 @@ def load_prompt(
             fitted[key] = init.clone()
             notes["from_target_init"].append(key)
         elif tuple(value.shape) == tuple(init.shape):
-            fitted[key] = value.detach().to(init.dtype).clone()
+            value = value.detach().to(init.dtype)
+            fitted[key] = value.clone() if copy_tensors else value
         elif value.ndim >= 3 and value.shape[0] == init.shape[0] and value.shape[2:] == init.shape[2:]:
             try:
                 adapted = adapt_stem(value.detach(), bands, in_chans=in_chans, method=band_method, generator=generator)
@@ -284,7 +376,7 @@ def _check_coverage(model: nn.Module, tokenized: TokenizedWeights, tokenizer: We
 
 
 def _collection_anchors(
-    collection: str | Path, tokenizer: WeightTokenizer, tokenized: TokenizedWeights, limit: int
+    collection: str | Path, tokenizer: WeightTokenizer, layout: WeightLayout, layer_types: torch.Tensor, limit: int
 ) -> tuple[list[TokenizedWeights], list[str], str]:
     """Tokenized anchors: same fingerprint when any, else the nearest layouts (token count, then layer types)."""
     from geosane_hf.checkpoints import load_checkpoint
@@ -295,15 +387,15 @@ def _collection_anchors(
     if not records:
         raise GenerationError(f"expected a collection folder with collection.jsonl and models/, got {root}")
     same, other = [], []
-    types = torch.bincount(tokenized.layer_types.long(), minlength=len(LayerType)).float()
+    types = torch.bincount(layer_types.long(), minlength=len(LayerType)).float()
     types = types / types.sum()
     for record in records:
         tok = tokenizer.tokenize(load_checkpoint(root / record.file).state_dict)
-        if tok.layout.fingerprint == tokenized.layout.fingerprint:
+        if tok.layout.fingerprint == layout.fingerprint:
             same.append((record.id, tok))
         else:
             hist = torch.bincount(tok.layer_types.long(), minlength=len(LayerType)).float()
-            distance = abs(math.log(tok.num_tokens / tokenized.num_tokens)) + float(
+            distance = abs(math.log(tok.num_tokens / layout.num_tokens)) + float(
                 (hist / hist.sum() - types).abs().sum()
             )
             other.append((distance, record.id, tok))
@@ -437,7 +529,7 @@ def generate_weights(
     model.eval()
 
     with timer("prompt"):
-        fitted, target = load_prompt(
+        fitted, target = _fit_prompt(
             prompt,
             architecture=architecture,
             in_chans=in_chans,
@@ -445,6 +537,7 @@ def generate_weights(
             bands=bands,
             band_method=band_method,
             seed=seed,
+            copy_tensors=False,  # read-only here: no second copy of the prompt
         )
     in_chans = int(target.pretrained_cfg.get("in_chans", 0) or _stem_in_chans(fitted.state_dict, target)[1])
     num_classes = int(target.num_classes)
@@ -452,6 +545,10 @@ def generate_weights(
     head_keys = [
         k for k in fitted.notes["from_target_init"] if any(k.startswith(f"{p}.") for p in _head_prefixes(target))
     ]
+    # The target's seeded init is only needed for the head (kept in `fitted`) and as the architecture: its
+    # tensors go to the meta device and every generated model is the skeleton filled with decoded tensors.
+    skeleton = _offload(target)
+    _release_freed_memory()
 
     tokenizer = tokenizer or WeightTokenizer(config.token_size, mode=tokenizer_mode)
     with timer("tokenize"):
@@ -462,55 +559,69 @@ def generate_weights(
 
         known = [f"{r.id} ({(r.architecture or {}).get('name', '?')})" for r in read_index(collection)]
     _check_coverage(model, tokenized, tokenizer, known)
+    inherited = tokenized.layout.missing_keys
+    # Keep from the prompt only what the output takes from it (head init, "geosane"-mode untokenized tensors).
+    prompt_keys = list(fitted.state_dict)
+    from_prompt = {k: fitted.state_dict[k] for k in (*inherited, *head_keys)}
+    fitted.state_dict = {}  # the prompt's tensors are in the tokens now: free them
+    layout = tokenized.layout
     device = model.device
-    tokens = tokenized.tokens.to(device, model.dtype)  # [N, T]
-    positions = tokenized.positions.to(device).long()  # [N, 3]
-    layer_types = tokenized.layer_types.to(device)  # [N]
-    mask = tokenized.mask.to(device)  # [N, T]
     long_kwargs = {"batch_size": window_batch_size, "show_progress": show_progress}
 
     def encode(tok: TokenizedWeights) -> torch.Tensor:
-        t = tok.tokens.to(device, model.dtype)
+        valid = (tok.num_real > 0).to(device)  # [N]; padding only ever ends a token
+        mask = valid[:, None].expand(-1, tok.tokens.shape[1])  # [N, T] view, no memory
+        tokens = tok.tokens.to(device, model.dtype)  # [N, T]
         return model.encode_long(
-            t, tok.positions.to(device).long(), tok.mask.to(device), tok.layer_types.to(device), **long_kwargs
+            tokens, tok.positions.to(device).long(), mask, tok.layer_types.to(device), **long_kwargs
         )
 
     with timer("encode"):
-        prompt_latents = model.encode_long(tokens, positions, mask, layer_types, **long_kwargs)  # [N, L]
-    del tokens
+        prompt_latents = encode(tokenized)  # [N, L]
+    positions = tokenized.positions.to(device).long()  # [N, 3]
+    layer_types = tokenized.layer_types.to(device)  # [N]
+    prompt_layer_types = tokenized.layer_types
+    del tokenized  # the tokens [N, T] are not needed any more
+    _release_freed_memory()
 
     anchors = prompt_latents[None]  # [A, N, L]
     anchor_ids, anchor_match = ["prompt"], "prompt only"
     if collection is not None and sampler in ("kde", "bootstrap"):
         with timer("anchors"):
-            toks, ids, anchor_match = _collection_anchors(collection, tokenizer, tokenized, max_anchors)
+            toks, ids, anchor_match = _collection_anchors(
+                collection, tokenizer, layout, prompt_layer_types, max_anchors
+            )
             extra = []
             for tok in toks:
                 z = encode(tok)
-                if tok.layout.fingerprint != tokenized.layout.fingerprint:
-                    z = align_latents(tok.layout, z, tokenized.layout)
+                if tok.layout.fingerprint != layout.fingerprint:
+                    z = align_latents(tok.layout, z, layout)
                 extra.append(z)
+            del toks
             anchors = torch.cat([anchors, torch.stack(extra)]) if extra else anchors
             anchor_ids += ids
 
     generator = torch.Generator().manual_seed(seed)
-    inherited = tokenized.layout.missing_keys
 
-    def materialise(latents: torch.Tensor) -> tuple[dict[str, torch.Tensor], nn.Module]:
+    def materialise(latents: torch.Tensor) -> nn.Module:
         with timer("decode"):
             decoded = model.decode_long(latents, positions, layer_types, **long_kwargs)  # [N, T]
         with timer("detokenize"):
-            decoded = torch.where(mask, decoded, 0).float().cpu()
-            sd = tokenizer.detokenize(decoded.to(tokenized.tokens.dtype), tokenized.layout)
+            # detokenize reads the real values only: the padding of the decoded tokens never matters
+            sd = tokenizer.detokenize(decoded.to("cpu", torch.float32), layout)
+            del decoded
             for key in inherited:  # "geosane" mode: tensors the model does not generate come from the prompt
-                sd[key] = fitted.state_dict[key].clone()
+                sd[key] = from_prompt[key].clone()
             for key in head_keys:  # the task head is re-initialised (seeded target init)
-                sd[key] = fitted.state_dict[key].clone()
-            sd = {k: sd[k] for k in fitted.state_dict}
-            net = _timm_model(fitted.architecture, seed, in_chans=in_chans, num_classes=num_classes)
-            net.load_state_dict(sd, strict=True)
-            net.eval()
-        return sd, net
+                sd[key] = from_prompt[key].clone()
+            sd = {k: sd[k] for k in prompt_keys}
+            if skeleton is not None:
+                net = _instantiate(skeleton, sd)  # the model's tensors are sd's: no init, no copy
+            else:
+                net = _timm_model(fitted.architecture, seed, in_chans=in_chans, num_classes=num_classes)
+                net.load_state_dict(sd, strict=True)
+                net.eval()
+        return net
 
     calib_images, calib_info = None, None
     if calibrate:
@@ -525,7 +636,9 @@ def generate_weights(
         nonlocal report
         if calib_images is not None:
             with timer("calibrate"):
-                report = calibrate_batchnorm(net, calib_images, show_progress=show_progress)
+                report = calibrate_batchnorm(
+                    net, calib_images, show_progress=show_progress, channels_last=_CALIBRATE_CHANNELS_LAST
+                )
 
     scores: list[float] | None = None
     sample_info: dict[str, Any] = {}
@@ -538,10 +651,11 @@ def generate_weights(
                 latents = kde_sample(current, candidates, noise_scale, generator)  # [C, N, L]
             round_scores = []
             for z in latents:
-                _, net = materialise(z)
+                net = materialise(z)
                 finish(net)
                 with timer("score"):
                     s = _score(net, ref_x, ref_y)
+                del net
                 round_scores.append(s)
                 pool.append((s, z))
             order = sorted(range(len(round_scores)), key=lambda i: -round_scores[i])[:keep]
@@ -557,14 +671,14 @@ def generate_weights(
                 samples = prompt_noise(prompt_latents, num_samples, noise_scale, generator)  # [S, N, L]
             else:
                 samples = kde_sample(anchors, num_samples, noise_scale, generator)  # [S, N, L]
+    del anchors, prompt_latents
 
     state_dicts, models = [], []
     for z in samples:
-        sd, net = materialise(z)
+        net = materialise(z)
         finish(net)
-        if calib_images is not None:
-            sd = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        state_dicts.append(sd)
+        with timer("detokenize"):  # the returned state_dict is a copy: training the model leaves it unchanged
+            state_dicts.append({k: v.detach().clone() for k, v in net.state_dict().items()})
         models.append(net)
 
     name_or_path = (
@@ -589,7 +703,7 @@ def generate_weights(
         "seed": seed,
         "noise_scale": float(noise_scale),
         "num_samples": num_samples,
-        "tokenizer": {"mode": tokenizer.mode, "token_size": tokenizer.token_size, "num_tokens": tokenized.num_tokens},
+        "tokenizer": {"mode": tokenizer.mode, "token_size": tokenizer.token_size, "num_tokens": layout.num_tokens},
         "inherited_from_prompt": inherited,
         "anchors": {"ids": anchor_ids, "match": anchor_match, "collection": str(collection) if collection else None},
         "calibration": (

@@ -54,6 +54,7 @@ def calibrate_batchnorm(
     *,
     batch_size: int = 16,
     show_progress: bool = False,
+    channels_last: bool = False,
 ) -> CalibrationReport:
     """Re-estimates every BatchNorm layer's running statistics on ``images`` (in place); the model ends in eval.
 
@@ -62,6 +63,11 @@ def calibrate_batchnorm(
         images: ``[M, C, H, W]`` normalised images, or an iterable of such batches.
         batch_size: Images per forward pass when ``images`` is a tensor.
         show_progress: Show a progress bar.
+        channels_last: Run the passes in ``channels_last`` memory format (1.3-2x faster convolutions on CPU; the
+            model's tensors are contiguous again afterwards). The statistics change in float rounding only, but
+            that rounding is amplified in channels whose mean is large against their spread (relative differences
+            up to ~1e-3 there; the calibrated features of MobileNetV2 move by ~3e-4 relative, ResNet-50's by
+            ~4e-6), so it is off by default to keep generated weights bit-identical.
 
     Returns:
         A :class:`CalibrationReport`.
@@ -89,15 +95,22 @@ def calibrate_batchnorm(
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     count = passes = 0
     try:
         for batch in tqdm(batches, desc="BatchNorm calibration", unit="batch", disable=not show_progress):
-            model(batch.to(device=device, dtype=dtype))
+            if batch.ndim != 4:
+                memory_format = torch.preserve_format
+            model(batch.to(device=device, dtype=dtype, memory_format=memory_format))
             count += batch.shape[0]
             passes += 1
     finally:
         for m, momentum in zip(layers, momenta, strict=True):
             m.momentum = momentum
+        if channels_last:
+            model.to(memory_format=torch.contiguous_format)
         model.eval()
     if passes == 0:
         raise ValueError("expected at least one calibration batch, got none")
