@@ -260,3 +260,21 @@ def test_pipeline_from_saved_model_folder(geosane, tmp_path):
     direct = generate_weights(geosane, ARCH, in_chans=4, num_classes=6, seed=2, calibrate=False)
     assert _same(out.state_dicts[0], direct.state_dicts[0])  # same weights through the pipeline
     assert out.provenance["geosane_model"] == str(tmp_path / "g")
+
+
+def test_per_layer_model_gives_back_the_prompt_moments_per_layer(monkeypatch):
+    """token_normalization="per-layer": decoded tokens are mapped back with the prompt's per-layer statistics."""
+    from geosane_hf.generation import generate_weights
+    from geosane_hf.generation.api import load_prompt
+
+    torch.manual_seed(0)
+    model = GeoSANEModel(GeoSANEConfig.from_preset("tiny", token_normalization="per-layer")).eval()
+    # A decoder that outputs standardised zeros: every generated layer must equal its prompt layer's mean.
+    monkeypatch.setattr(model, "decode_long", lambda latents, positions, *a, **k: torch.zeros(len(positions), 230))
+    out = generate_weights(model, "test_resnet", in_chans=3, num_classes=4, seed=0, calibrate=False)
+    fitted, _ = load_prompt("test_resnet", in_chans=3, num_classes=4, seed=0)
+    generated = out.state_dicts[0]
+    for key in ("conv1.0.weight", "conv1.3.weight", "bn1.running_var"):  # tensors without an appended bias
+        expected = fitted.state_dict[key].double().mean()
+        torch.testing.assert_close(generated[key].double(), torch.full_like(generated[key].double(), expected))
+    assert out.provenance["geosane_config"]["token_normalization"] == "per-layer"

@@ -41,6 +41,7 @@ from geosane_hf.generation.bands import BandAdaptationError, adapt_stem, default
 from geosane_hf.generation.calibration import CalibrationReport, batchnorm_layers, calibrate_batchnorm
 from geosane_hf.generation.samplers import SAMPLERS, align_latents, kde_sample, prompt_noise
 from geosane_hf.layer_types import LayerType
+from geosane_hf.token_norm import destandardize, layer_stats, standardize
 from geosane_hf.tokenizer import TokenizedWeights, WeightLayout, WeightTokenizer
 
 __all__ = ["GeneratedPrompt", "GenerationError", "GenerationOutput", "generate_weights", "load_prompt"]
@@ -568,10 +569,19 @@ def generate_weights(
     device = model.device
     long_kwargs = {"batch_size": window_batch_size, "show_progress": show_progress}
 
+    # A model trained on per-layer standardised tokens (config.token_normalization == "per-layer", see
+    # geosane_hf.token_norm) encodes every model standardised with its own statistics; the decoded tokens are mapped
+    # back with the prompt's, so the prompt supplies each layer's first two moments.
+    per_layer = getattr(config, "token_normalization", "none") == "per-layer"
+    prompt_stats = layer_stats(tokenized.tokens, tokenized.mask, tokenized.positions) if per_layer else None
+
     def encode(tok: TokenizedWeights) -> torch.Tensor:
         valid = (tok.num_real > 0).to(device)  # [N]; padding only ever ends a token
         mask = valid[:, None].expand(-1, tok.tokens.shape[1])  # [N, T] view, no memory
-        tokens = tok.tokens.to(device, model.dtype)  # [N, T]
+        tokens = tok.tokens
+        if per_layer:
+            tokens = standardize(tokens, tok.mask, layer_stats(tokens, tok.mask, tok.positions))
+        tokens = tokens.to(device, model.dtype)  # [N, T]
         return model.encode_long(
             tokens, tok.positions.to(device).long(), mask, tok.layer_types.to(device), **long_kwargs
         )
@@ -608,7 +618,10 @@ def generate_weights(
             decoded = model.decode_long(latents, positions, layer_types, **long_kwargs)  # [N, T]
         with timer("detokenize"):
             # detokenize reads the real values only: the padding of the decoded tokens never matters
-            sd = tokenizer.detokenize(decoded.to("cpu", torch.float32), layout)
+            decoded = decoded.to("cpu", torch.float32)
+            if prompt_stats is not None:
+                decoded = destandardize(decoded, torch.ones((), dtype=torch.bool), prompt_stats)
+            sd = tokenizer.detokenize(decoded, layout)
             del decoded
             for key in inherited:  # "geosane" mode: tensors the model does not generate come from the prompt
                 sd[key] = from_prompt[key].clone()
@@ -689,7 +702,7 @@ def generate_weights(
         "geosane_revision": revision or getattr(config, "_commit_hash", None),
         "geosane_config": {
             k: getattr(config, k, None)
-            for k in ("token_size", "hidden_size", "latent_size", "window_size", "halo_size")
+            for k in ("token_size", "hidden_size", "latent_size", "window_size", "halo_size", "token_normalization")
         },
         "prompt": str(prompt) if not isinstance(prompt, nn.Module) else fitted.source,
         "prompt_source": fitted.source,
