@@ -99,3 +99,20 @@ def test_bad_input_fails_clearly(tmp_path):
         DemoConfig(out_dir=tmp_path, workers=0)
     with pytest.raises(DemoError, match="found no models"):
         holdout_runs(tmp_path / "zoo")
+
+
+def test_publish_stage_also_pushes_to_the_hub_when_asked(tmp_path, hub_env):
+    """`geosane demo --push-to-hub org/name`: the cache copy plus one upload to HF_ENDPOINT (the test Hub server)."""
+    from huggingface_hub import HfApi
+
+    from geosane_hf.demo_pipeline import _publish
+    from geosane_hf.modeling import GeoSANEConfig, GeoSANEModel
+
+    torch.manual_seed(0)
+    GeoSANEModel(GeoSANEConfig.from_preset("tiny")).save_pretrained(tmp_path / "out" / "train" / "model")
+    repo_id = hub_env.unique_repo_id("geosane-base")
+    config = DemoConfig(out_dir=tmp_path / "out", cache_dir=str(tmp_path / "cache"), push_to_hub=repo_id)
+    summary = _publish(config)
+    assert summary["repo_id"] == "geosane/base" and summary["pushed"]
+    files = set(HfApi().list_repo_files(repo_id))
+    assert {"config.json", "model.safetensors", "modeling_geosane.py", "configuration_geosane.py"} <= files
