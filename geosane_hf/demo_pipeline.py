@@ -254,10 +254,12 @@ def _train(config: DemoConfig) -> dict[str, Any]:
         )
     history = json.loads((out / "history.json").read_text())
     final = history["evaluations"][-1] if history.get("evaluations") else {}
-    sys.path.insert(0, str(REPO_ROOT))  # the repository's `training` package (not installed with geosane_hf)
-    from training.plot import plot_history
-
-    curve = plot_history(out / "history.json", out / "training_curve.png", title="small GeoSANE, offline demo")
+    curve = out / "training_curve.png"  # the repository's plot script, like the training script itself
+    plotted = subprocess.run(
+        [sys.executable, "-m", "training.plot", str(out / "history.json"), str(curve)], cwd=REPO_ROOT, env=env
+    )
+    if plotted.returncode != 0:
+        raise DemoError(f"train stage: plotting {out / 'history.json'} failed (see above); the model is in {out}")
     return {"holdout_ids": holdout, "final_evaluation": final, "model_dir": str(out / "model"), "curve": str(curve)}
 
 

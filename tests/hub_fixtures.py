@@ -229,6 +229,11 @@ def _patch_imported_clients(monkeypatch: pytest.MonkeyPatch, endpoint: str, hf_h
         module = sys.modules.get(module_name)
         if module is not None and hasattr(module, "HF_MODULES_CACHE"):
             monkeypatch.setattr(module, "HF_MODULES_CACHE", str(hf_home / "modules"))
+    # transformers (5.x) keeps one lazily built HfApi (`transformers.utils.hub.hf_api()`) for push_to_hub; built
+    # outside this fixture it points at huggingface.co. Drop it for the test so it is rebuilt on this server.
+    transformers_hub = sys.modules.get("transformers.utils.hub")
+    if transformers_hub is not None and hasattr(transformers_hub, "_hf_api"):
+        monkeypatch.setattr(transformers_hub, "_hf_api", None)
 
     HfFileSystem.clear_instance_cache()
 
