@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -141,28 +142,42 @@ def build_app(backend: Backend) -> gr.Blocks:
     return app
 
 
+def server_name(environ: Mapping[str, str] | None = None) -> str:
+    """The host to listen on: ``GRADIO_SERVER_NAME``, else ``0.0.0.0`` on a Space (``SPACE_ID``), else 127.0.0.1.
+
+    Example:
+        >>> server_name({"SPACE_ID": "user/geosane"}), server_name({})
+        ('0.0.0.0', '127.0.0.1')
+    """
+    env = os.environ if environ is None else environ
+    if env.get("GRADIO_SERVER_NAME"):
+        return env["GRADIO_SERVER_NAME"]
+    return "0.0.0.0" if env.get("SPACE_ID") or env.get("SYSTEM") == "spaces" else "127.0.0.1"
+
+
 def main() -> gr.Blocks:
-    """Builds the backend from the environment and launches on 127.0.0.1 (``GRADIO_SERVER_PORT`` or 7860)."""
+    """Builds the backend from the environment and launches on :func:`server_name` (``GRADIO_SERVER_PORT`` or 7860)."""
     logging.basicConfig(level=logging.INFO)
     for name in ("httpx", "httpx2", "httpcore", "huggingface_hub"):  # request logs: keep them out of the console
         logging.getLogger(name).setLevel(logging.WARNING)
     backend = Backend.from_env()
+    logging.getLogger("geosane.space").info("GeoSANE model: %s", backend.model_label)
     app = build_app(backend)
     app.queue(default_concurrency_limit=1)
     port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
-    app.launch(
-        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-        server_port=port,
-        prevent_thread_lock=True,
-        show_error=False,
-    )
+    app.launch(server_name=server_name(), server_port=port, prevent_thread_lock=True, show_error=False)
     return app
 
 
-if __name__ == "__main__":
+def serve() -> None:
+    """:func:`main`, then block until Ctrl-C (``python spaces/app.py``, and the bundle's ``app.py``)."""
     demo = main()
     print(f"GeoSANE Space running on {demo.local_url} (Ctrl-C to stop)", flush=True)
     try:
         demo.block_thread()
     except KeyboardInterrupt:
         demo.close()
+
+
+if __name__ == "__main__":
+    serve()
