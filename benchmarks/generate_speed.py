@@ -20,8 +20,8 @@ an earlier call does not hide new allocations), in the last repeat (the first al
 scene read), against ``2 x prompt bytes + GeoSANE model bytes``; also the peak before BatchNorm calibration
 started (calibration activations of 16 x 224 x 224 images do not scale with the prompt).
 
-``--calibrate-channels-last`` runs the calibration passes in channels_last (``api._CALIBRATE_CHANNELS_LAST``;
-faster, not bit-identical: see ``calibrate_batchnorm``).
+Calibration runs as in ``generate_weights`` (channels_last, ``api._CALIBRATE_CHANNELS_LAST``);
+``--calibrate-contiguous`` runs it in the contiguous format instead (the previous default, for comparison).
 
 Usage:
     python benchmarks/generate_speed.py                       # the four prompts, 3 repeats, 1 thread
@@ -48,6 +48,7 @@ from model_speed import PeakRSS, gemm_plan, gemm_step
 
 from geosane_hf.generation import api, generate_weights
 from geosane_hf.modeling import GeoSANEConfig, GeoSANEModel
+from geosane_hf.runtime import describe_allocator, tune_cpu_allocator
 
 PROMPTS = ["resnet50", "vit_base_patch16_224", "swin_base_patch4_window7_224", "mobilenetv2_100"]
 STEPS = ["prompt", "tokenize", "encode", "sample", "decode", "detokenize", "calibration_data", "calibrate"]
@@ -221,20 +222,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--quick", action="store_true", help="mobilenetv2_100 + resnet18, 2 repeats")
     parser.add_argument(
-        "--calibrate-channels-last", action="store_true", help="BatchNorm calibration in channels_last (faster)"
+        "--calibrate-contiguous",
+        action="store_true",
+        help="BatchNorm calibration in the contiguous format (generate_weights uses channels_last)",
+    )
+    parser.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="keep glibc's default malloc thresholds (the baseline for geosane_hf.runtime.tune_cpu_allocator)",
     )
     args = parser.parse_args(argv)
+    allocator = "glibc defaults" if args.default_allocator else describe_allocator(tune_cpu_allocator())
+    print(f"allocator: {allocator}", file=sys.stderr)
     prompts = args.prompts or (["mobilenetv2_100", "resnet18"] if args.quick else PROMPTS)
     if args.quick:
         args.repeats = min(args.repeats, 2)
     torch.set_num_threads(args.threads)
     api._Timer = CpuTimer  # per-step CPU time next to wall time (benchmark only)
-    api._CALIBRATE_CHANNELS_LAST = args.calibrate_channels_last
+    api._CALIBRATE_CHANNELS_LAST = not args.calibrate_contiguous
     torch.manual_seed(0)
     model = GeoSANEModel(GeoSANEConfig.from_preset(args.preset)).eval()
     print(
         f"GeoSANE {args.preset} (random init), {torch.get_num_threads()} thread(s), {args.window_batch} windows per "
-        f"pass, median of {args.repeats}, calibration {'channels_last' if args.calibrate_channels_last else 'contiguous'}"
+        f"pass, median of {args.repeats}, calibration {'contiguous' if args.calibrate_contiguous else 'channels_last'}"
         f"; load before {os.getloadavg()[0]:.1f}"
     )
     rows = [(prompt, bench(model, prompt, args)) for prompt in prompts]

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from geosane_hf.modeling import GeoSANEConfig, GeoSANEModel
+from geosane_hf.runtime import describe_allocator, tune_cpu_allocator
 
 REFERENCE = {  # the configuration the released implementation was timed at (RESOURCES.md): ~2,760 train tokens/s
     "token_size": 230,
@@ -276,10 +277,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--long-batch", type=int, default=8, help="windows per pass in encode_long/decode_long")
     parser.add_argument("--quick", action="store_true", help="2 repeats and a 40k-token whole-model run")
+    parser.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="keep glibc's default malloc thresholds (the baseline for geosane_hf.runtime.tune_cpu_allocator)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats = min(args.repeats, 2)
         args.vit_tokens = min(args.vit_tokens, 40_000)
+    allocator = "glibc defaults" if args.default_allocator else describe_allocator(tune_cpu_allocator())
+    print(f"allocator: {allocator}", file=sys.stderr)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, batch {args.batch}", file=sys.stderr)
 
@@ -288,7 +296,10 @@ def main(argv: list[str] | None = None) -> int:
         config = GeoSANEConfig(**REFERENCE) if name == "reference" else GeoSANEConfig.from_preset(name)
         rows += bench_config(name, config, args.batch, args.repeats)
 
-    print(f"\nfp32, {args.threads} threads, {args.batch} windows per step (training: 2 views -> {2 * args.batch})")
+    print(
+        f"\nfp32, {args.threads} threads, {args.batch} windows per step (training: 2 views -> {2 * args.batch}); "
+        f"allocator: {allocator}"
+    )
     print(
         "| config | mode | tokens/s | achieved GFLOP/s | GEMM ceiling GFLOP/s | achieved / ceiling "
         "| same, by CPU time | peak RSS of one step |"

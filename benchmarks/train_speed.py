@@ -38,10 +38,11 @@ from model_speed import gemm_plan, gemm_step, timed  # noqa: E402
 
 from geosane_hf.augmentations import TwoViewConfig  # noqa: E402
 from geosane_hf.modeling import GeoSANEModel  # noqa: E402
+from geosane_hf.runtime import describe_allocator, tune_cpu_allocator  # noqa: E402
 from training.config import TrainingConfig  # noqa: E402
 from training.data import WindowSampler, load_training_data, make_augmenters, make_batch  # noqa: E402
 from training.launch import cpu_ddp_command  # noqa: E402
-from training.train import build_model_config, parameter_groups  # noqa: E402
+from training.train import build_model_config, build_optimizer  # noqa: E402
 
 
 def synthetic_dataset(folder: Path) -> Path:
@@ -79,7 +80,7 @@ def bench_single(dataset: str, config: TrainingConfig, threads: int, repeats: in
     data = load_training_data(dataset, token_size=model_config.token_size, permute=config.permute)
     torch.manual_seed(0)
     model = GeoSANEModel(model_config).train()
-    optimizer = torch.optim.AdamW(parameter_groups(model, 0.0), lr=1e-4)
+    optimizer = build_optimizer(model, config)
     sampler = WindowSampler([m.num_tokens for m in data.train], window, config.weighting, seed=0)
     rng = torch.Generator().manual_seed(1)
     augmenters = make_augmenters(
@@ -166,9 +167,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ddp-steps", type=int, default=30, help="steps of the 2-process run")
     parser.add_argument("--no-ddp", action="store_true", help="skip the 2-process row")
     parser.add_argument("--quick", action="store_true", help="3 repeats, 10 DDP steps")
+    parser.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="keep glibc's default malloc thresholds (the baseline for geosane_hf.runtime.tune_cpu_allocator)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.ddp_steps = 3, 10
+    allocator = "glibc defaults" if args.default_allocator else describe_allocator(tune_cpu_allocator())
+    print(f"allocator: {allocator}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         dataset = args.dataset or str(synthetic_dataset(Path(tmp)))
         values = {"model_preset": args.preset, "batch_size": args.batch_size, "window_size": args.window_size}
@@ -183,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     flops_per_token = two["flops"] / two["tokens"]
     print(
         f"preset {args.preset}, batch {args.batch_size} windows x 2 views, fp32, load average "
-        f"{os.getloadavg()[0]:.1f} (shared machine: absolute rates are noisy, compare the ratios)"
+        f"{os.getloadavg()[0]:.1f} (shared machine: absolute rates are noisy, compare the ratios); allocator: "
+        f"{allocator} (the 2-process row runs train.py, which always tunes it)"
     )
     print("| setup | tokens/s | GFLOP/s | GEMM ceiling GFLOP/s (same run) | % of ceiling |")
     print("|---|---:|---:|---:|---:|")

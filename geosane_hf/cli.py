@@ -15,6 +15,7 @@ import pkgutil
 import sys
 
 from geosane_hf import __version__, commands
+from geosane_hf.runtime import tune_cpu_allocator
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    tune_cpu_allocator()  # CPU steps 10-20% faster; workers started by the command inherit it (see runtime.py)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2

@@ -47,9 +47,9 @@ from geosane_hf.tokenizer import TokenizedWeights, WeightLayout, WeightTokenizer
 __all__ = ["GeneratedPrompt", "GenerationError", "GenerationOutput", "generate_weights", "load_prompt"]
 
 
-# BatchNorm calibration in channels_last: 1.3-2x faster, but the statistics then differ from the contiguous
-# passes in float rounding (see calibrate_batchnorm); off so that generated weights stay bit-identical.
-_CALIBRATE_CHANNELS_LAST = False
+# BatchNorm calibration in channels_last: 1.3-2x faster convolutions on CPU. The statistics differ from contiguous
+# passes in float rounding only (see calibrate_batchnorm) and are just as deterministic: same seed, same weights.
+_CALIBRATE_CHANNELS_LAST = True
 
 
 class GenerationError(ValueError):

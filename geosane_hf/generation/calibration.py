@@ -67,7 +67,7 @@ def calibrate_batchnorm(
             model's tensors are contiguous again afterwards). The statistics change in float rounding only, but
             that rounding is amplified in channels whose mean is large against their spread (relative differences
             up to ~1e-3 there; the calibrated features of MobileNetV2 move by ~3e-4 relative, ResNet-50's by
-            ~4e-6), so it is off by default to keep generated weights bit-identical.
+            ~4e-6). Deterministic either way; :func:`~geosane_hf.generation.generate_weights` turns it on.
 
     Returns:
         A :class:`CalibrationReport`.
