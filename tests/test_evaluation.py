@@ -342,3 +342,50 @@ def test_a_trailing_one_sample_batch_is_skipped():
     task = Task.from_name("statlog-classification", max_train=9, max_test=4)
     result = finetune(scratch(task.target_for("test_resnet")).build(), task, TINY)
     assert math.isfinite(result.history[0].train_loss)
+
+
+# ------------------------------------------------------------------------------------------- capped task data
+
+
+def _sorted_by_class(counts: list[int]) -> object:
+    labels = torch.cat([torch.full((n,), k) for k, n in enumerate(counts)])  # sorted, like Statlog's file
+    images = torch.arange(len(labels), dtype=torch.float32)[:, None, None, None].expand(-1, 2, 4, 4).contiguous()
+    return data_from_arrays(
+        "sorted",
+        "classification",
+        images.numpy(),
+        images.numpy(),
+        num_classes=len(counts),
+        train_targets=labels.numpy(),
+        test_targets=labels.numpy(),
+        normalize=False,
+    )
+
+
+def test_capped_classification_data_keeps_every_class_in_proportion():
+    data = _sorted_by_class([60, 20, 10, 10]).slice(20, 10)
+    train = data.train.labels.bincount(minlength=4).tolist()
+    assert train == [12, 4, 2, 2]  # 60/20/10/10 of 100, scaled to 20
+    assert sorted(set(data.test.labels.tolist())) == [0, 1, 2, 3]
+    ids = data.train.images[:, 0, 0, 0]
+    assert torch.equal(ids, ids.sort().values)  # original order kept
+    assert torch.equal(data.train.labels, data.train.labels.sort().values)
+
+
+def test_capped_data_is_deterministic_and_seeded():
+    data = _sorted_by_class([30, 30, 30])
+    a, b, c = data.slice(9, 9), data.slice(9, 9), data.slice(9, 9, seed=5)
+    assert torch.equal(a.train.images, b.train.images)
+    assert not torch.equal(a.train.images, c.train.images)
+
+
+def test_a_cap_below_the_class_count_takes_the_largest_classes_first():
+    data = _sorted_by_class([50, 30, 15, 5]).slice(2, 100)
+    assert sorted(data.train.labels.tolist()) == [0, 1]
+    assert len(data.test) == 100  # a cap at or above the split's size keeps it whole
+
+
+def test_statlog_capped_as_in_the_demo_covers_all_six_classes():
+    data = load_task_data("statlog").slice(192, 300)
+    assert data.train.labels.unique().tolist() == list(range(6))
+    assert data.test.labels.unique().tolist() == list(range(6))

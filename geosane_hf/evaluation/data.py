@@ -138,18 +138,50 @@ class TaskData:
     def in_chans(self) -> int:
         return int(self.train.images.shape[1])
 
-    def slice(self, train: int, test: int) -> TaskData:
-        """The first `train` / `test` samples of each split (tiny runs in tests and quick demos).
+    def slice(self, train: int, test: int, seed: int = 0) -> TaskData:
+        """At most `train` / `test` samples of each split, drawn so that the subset stays representative.
+
+        Classification splits are sampled per class in proportion to its share (largest remainders; every class
+        present keeps at least one sample when the cap allows), other kinds uniformly at random. Files such as
+        Statlog's are sorted by class: their first 192 samples miss class 0 entirely, which is why the first `n`
+        are never taken. Deterministic for a given `seed`; the kept samples stay in their original order.
 
         >>> data = load_task_data("statlog").slice(64, 32)
         >>> len(data.train), len(data.test), data.in_chans
         (64, 32, 4)
+        >>> sorted(set(data.train.labels.tolist())) == list(range(data.num_classes))
+        True
         """
         return replace(
             self,
-            train=self.train.subset(range(min(train, len(self.train)))),
-            test=self.test.subset(range(min(test, len(self.test)))),
+            train=self.train.subset(_representative_index(self.train, train, seed)),
+            test=self.test.subset(_representative_index(self.test, test, seed + 1)),
         )
+
+
+def _representative_index(split: Split, count: int, seed: int) -> torch.Tensor:
+    """Sorted indices of `count` samples of `split` (all of them when `count` >= its size); see `TaskData.slice`."""
+    size = len(split)
+    if count >= size:
+        return torch.arange(size)
+    generator = torch.Generator().manual_seed(seed)
+    if split.labels is None:
+        return torch.randperm(size, generator=generator)[:count].sort().values
+    classes, counts = split.labels.unique(return_counts=True)  # [K], [K]
+    quota = counts.double() * count / size  # [K] proportional share
+    take = quota.floor().long()
+    if count >= len(classes):
+        take = take.clamp(min=1)  # every class keeps one sample
+    while int(take.sum()) > count:  # the clamp overshot: take back from the largest shares
+        take[int(torch.argmax(take - quota))] -= 1
+    remainder = quota - take.double()
+    for k in torch.argsort(remainder, descending=True)[: count - int(take.sum())]:
+        take[k] += 1  # largest remainders get the samples left over
+    picks = []
+    for label, n in zip(classes.tolist(), take.tolist(), strict=True):
+        members = torch.nonzero(split.labels == label).flatten()  # [n_k]
+        picks.append(members[torch.randperm(len(members), generator=generator)[:n]])
+    return torch.cat(picks).sort().values
 
 
 def _validate_split(data: TaskData, name: str, split: Split) -> None:
