@@ -173,9 +173,11 @@ def plan_runs(config: ExperimentConfig) -> list[RunKey]:
     return keys
 
 
-def _random_subset(split: Split, count: int | None) -> Split:
+def _capped(split: Split, count: int | None, how: str) -> Split:
     if count is None or count >= len(split):
         return split
+    if how == "first":
+        return split.subset(range(count))
     index = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[:count]
     return split.subset(index.sort().values)
 
@@ -187,12 +189,12 @@ def load_task(spec: TaskSpec) -> Task:
     >>> len(task.data.train), int(task.data.train.labels.unique().numel())
     (192, 6)
     """
-    if spec.subset == "first":
-        return Task.from_name(spec.name, **spec.overrides())
     config = get_task_config(spec.name, **spec.overrides())
     data = load_task_data(config.data)
     data = replace(
-        data, train=_random_subset(data.train, spec.max_train), test=_random_subset(data.test, spec.max_test)
+        data,
+        train=_capped(data.train, spec.max_train, spec.subset),
+        test=_capped(data.test, spec.max_test, spec.subset),
     )
     return Task(config, data)
 

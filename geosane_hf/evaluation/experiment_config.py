@@ -245,8 +245,8 @@ class TaskSpec:
         name: a key of :data:`geosane_hf.evaluation.TASKS`.
         max_train, max_test: sample caps (None: all).
         subset: how capped splits are drawn: "random" (a seeded random subset, the same for every start and seed)
-            or "first" (the first samples, as ``Task.from_name`` does; Statlog's first patches are sorted by
-            class: its first 192 train patches hold no class 0 at all).
+            or "first" (the first samples of the files; Statlog's patches are sorted by class: its first 192
+            train patches hold no class 0 at all). ``Task.from_name`` caps take a class-stratified subset.
         input_size: image side (None: the task's).
         bands: band names for the stem adaptation and GeoSANE's BatchNorm calibration (None: the task's band
             names when they have known wavelengths, Landsat MSS names mapped to STAC names, else by count).
