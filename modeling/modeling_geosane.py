@@ -756,22 +756,27 @@ class GeoSANEModel(GeoSANEPreTrainedModel):
             ctx_start, start, end, ctx_end = (t[group] for t in (context_starts, starts, ends, context_ends))  # [b]
             lo, hi = int(ctx_start[0]), int(ctx_end[-1])  # the pass's token range, halos included
             span = int((ctx_end - ctx_start).max())
-            index = ctx_start[:, None] + torch.arange(span)  # [b, S] token ids of each padded window
-            inside = index < ctx_end[:, None]  # [b, S]; False = padding after a short window
-            index = torch.where(inside, index, ctx_start[:, None]) - lo  # padding repeats a real row (masked out)
-            flat = index.reshape(-1).to(device)  # [b*S]
             types = None if layer_types is None else layer_types[lo:hi].to(device)[None]  # [1, M]
             embedded = self._embed(
                 project_in(inputs[lo:hi].to(device=device, dtype=dtype)),
                 self.pe(positions[lo:hi].to(device)[None]),
                 types,
             )[0]  # [M, d], M = hi - lo
-            hidden = embedded.index_select(0, flat).view(*index.shape, -1)  # [b, S, d]
+            windows = int(start.numel())
+            if hi - lo == windows * span:  # no halo and full windows: they tile the range, a view does
+                hidden = embedded.view(windows, span, -1)  # [b, S, d]
+                chunk_valid = None if valid is None else valid[lo:hi].to(device).view(windows, span)  # [b, S]
+            else:
+                index = ctx_start[:, None] + torch.arange(span)  # [b, S] token ids of each padded window
+                inside = index < ctx_end[:, None]  # [b, S]; False = padding after a short window
+                index = torch.where(inside, index, ctx_start[:, None]) - lo  # padding repeats a real row (masked)
+                flat = index.reshape(-1).to(device)  # [b*S]
+                hidden = embedded.index_select(0, flat).view(*index.shape, -1)  # [b, S, d]
+                chunk_valid = inside.to(device)
+                if valid is not None:
+                    chunk_valid = chunk_valid & valid[lo:hi].to(device).index_select(0, flat).view(index.shape)
             del embedded
-            chunk_valid = inside.to(device)
-            if valid is not None:
-                chunk_valid = chunk_valid & valid[lo:hi].to(device).index_select(0, flat).view(index.shape)
-            key_mask = self._key_mask(chunk_valid[..., None])
+            key_mask = None if chunk_valid is None else self._key_mask(chunk_valid[..., None])
             for block in blocks[:-1]:
                 hidden = block(hidden, key_mask)  # [b, S, d]
             count = min(window, span)  # content rows per window (the sequence's last window may have fewer)

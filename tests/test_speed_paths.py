@@ -78,12 +78,16 @@ def test_index_tensors_are_fresh_copies():
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_long_paths_with_layer_types_and_masked_tokens_equal_direct_windows(attention):
+@pytest.mark.parametrize(
+    ("length", "halo"),
+    [(75, 4), (75, 0), (64, 0)],  # halo 0 with full windows takes the no-gather path; 75 ends in a short window
+)
+def test_long_paths_with_layer_types_and_masked_tokens_equal_direct_windows(attention, length, halo):
     config = GeoSANEConfig.from_preset("tiny", num_layer_types=5)
     config._attn_implementation = attention
     torch.manual_seed(0)
     model = GeoSANEModel(config).eval()
-    length, window, halo = 75, 16, 4
+    window = 16
     g = torch.Generator().manual_seed(1)
     tokens = torch.randn(length, 230, generator=g)
     n = torch.arange(length)
