@@ -49,12 +49,17 @@ bench: setup
 	$(PY) benchmarks/augment_speed.py
 	$(PY) benchmarks/dataset_build.py --quick
 
-# Minutes to hours: every timm architecture, ten ViT-L checkpoints.
+# Minutes to hours: every timm architecture, ten ViT-L checkpoints, training and generation speed, and what the
+# halo buys on the demo's trained model (runs the demo first when it is missing).
 bench-full: setup
 	$(PY) benchmarks/tokenizer_coverage.py
 	$(PY) benchmarks/dataset_build.py
+	$(PY) benchmarks/train_speed.py
+	$(PY) benchmarks/generate_speed.py
+	@test -f runs/demo/train/model/config.json || $(MAKE) demo
+	$(PY) benchmarks/halo_quality.py --model runs/demo/train/model --dataset runs/demo/dataset
 
-# The offline end-to-end demo (~20 min on 2 cores, resumable: run it again after an interruption).
+# The offline end-to-end demo (~12 min on 2 idle cores, resumable: run it again after an interruption).
 demo: setup
 	$(PY) -m geosane_hf.cli demo --out runs/demo
 
