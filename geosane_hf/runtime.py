@@ -79,8 +79,9 @@ def tune_cpu_allocator(export_env: bool = True) -> bool:
 
 def describe_allocator(tuned: bool) -> str:
     """One line for benchmark headers: which malloc thresholds the process runs with."""
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ and not tuned:
-        return f"MALLOC_MMAP_THRESHOLD_={os.environ['MALLOC_MMAP_THRESHOLD_']} from the environment"
+    value = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+    if value is not None and value != str(MMAP_THRESHOLD):
+        return f"MALLOC_MMAP_THRESHOLD_={value} from the environment"
     if tuned:
         return f"glibc malloc, mmap threshold {MMAP_THRESHOLD >> 20} MiB, trim {TRIM_THRESHOLD >> 20} MiB (tuned)"
     return "default allocator (no glibc to tune)"
