@@ -236,3 +236,23 @@ def test_per_layer_normalization_standardises_each_model_with_its_own_statistics
         torch.testing.assert_close(back, a.tokenized.tokens, rtol=1e-5, atol=1e-6)
     with pytest.raises(TrainingDataError, match="token normalization"):
         load_training_data(str(tiny_dataset), token_size=230, normalization="per-tensor")
+
+
+def test_fused_and_unfused_adamw_take_the_same_step():
+    from geosane_hf.modeling import GeoSANEConfig, GeoSANEModel
+    from training.config import TrainingConfig
+    from training.train import build_optimizer
+
+    torch.manual_seed(0)
+    models = [GeoSANEModel(GeoSANEConfig.from_preset("tiny")) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    steps = []
+    for model, use_fused in zip(models, (True, False), strict=True):
+        optimizer = build_optimizer(model, TrainingConfig(fused_optimizer=use_fused, weight_decay=0.1))
+        assert bool(optimizer.defaults["fused"]) is use_fused
+        for p in model.parameters():
+            p.grad = torch.ones_like(p)
+        optimizer.step()
+        steps.append(model.state_dict())
+    for key, value in steps[0].items():  # same update up to float rounding
+        torch.testing.assert_close(value, steps[1][key], atol=1e-6, rtol=1e-5)
