@@ -379,6 +379,11 @@ def test_capped_data_is_deterministic_and_seeded():
     assert not torch.equal(a.train.images, c.train.images)
 
 
+def test_a_cap_at_the_class_count_keeps_every_rare_class():
+    data = _sorted_by_class([97, 1, 1, 1]).slice(4, 100)
+    assert sorted(data.train.labels.tolist()) == [0, 1, 2, 3]
+
+
 def test_a_cap_below_the_class_count_takes_the_largest_classes_first():
     data = _sorted_by_class([50, 30, 15, 5]).slice(2, 100)
     assert sorted(data.train.labels.tolist()) == [0, 1]

@@ -172,8 +172,9 @@ def _representative_index(split: Split, count: int, seed: int) -> torch.Tensor:
     take = quota.floor().long()
     if count >= len(classes):
         take = take.clamp(min=1)  # every class keeps one sample
-    while int(take.sum()) > count:  # the clamp overshot: take back from the largest shares
-        take[int(torch.argmax(take - quota))] -= 1
+    while int(take.sum()) > count:  # the clamp overshot: take back where the most is over quota, never below 1
+        over = torch.where(take > 1, take - quota, torch.finfo(quota.dtype).min)
+        take[int(torch.argmax(over))] -= 1
     remainder = quota - take.double()
     for k in torch.argsort(remainder, descending=True)[: count - int(take.sum())]:
         take[k] += 1  # largest remainders get the samples left over
