@@ -390,6 +390,12 @@ def test_a_cap_below_the_class_count_takes_the_largest_classes_first():
     assert len(data.test) == 100  # a cap at or above the split's size keeps it whole
 
 
+@pytest.mark.parametrize("cap", [0, -3, 2.5, True])
+def test_a_cap_that_is_not_a_positive_int_is_refused(cap):
+    with pytest.raises(EvaluationError, match="expected a positive int cap for the train split"):
+        Task.from_name("statlog-classification", max_train=cap)
+
+
 def test_statlog_capped_as_in_the_demo_covers_all_six_classes():
     data = load_task_data("statlog").slice(192, 300)
     assert data.train.labels.unique().tolist() == list(range(6))

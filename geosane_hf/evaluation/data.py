@@ -152,6 +152,12 @@ class TaskData:
         >>> sorted(set(data.train.labels.tolist())) == list(range(data.num_classes))
         True
         """
+        for name, cap in (("train", train), ("test", test)):
+            if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+                raise EvaluationError(
+                    f"expected a positive int cap for the {name} split of {self.name!r}, got {cap!r}; "
+                    "leave the cap unset (None) to keep every sample"
+                )
         return replace(
             self,
             train=self.train.subset(_representative_index(self.train, train, seed)),

@@ -111,7 +111,10 @@ class Task:
         if data.kind != config.kind:
             raise EvaluationError(f"expected {config.kind} data for task {config.name!r}, got {data.kind} data")
         if config.max_train is not None or config.max_test is not None:
-            data = data.slice(config.max_train or len(data.train), config.max_test or len(data.test))
+            data = data.slice(
+                len(data.train) if config.max_train is None else config.max_train,
+                len(data.test) if config.max_test is None else config.max_test,
+            )
         self.config = config
         self.data = data
 
