@@ -197,6 +197,13 @@ def eager_attention_forward(
     return output, probs
 
 
+def take_rows(hidden: torch.Tensor, rows: torch.Tensor | slice) -> torch.Tensor:
+    """``hidden [B, N, F]`` at ``rows`` (``[B, C]`` indices, or one slice shared by the batch: a view)."""
+    if isinstance(rows, slice):
+        return hidden[:, rows]
+    return hidden.gather(1, rows[..., None].expand(-1, -1, hidden.shape[-1]))  # [B, C, F]
+
+
 class GeoSANEAttention(nn.Module):
     """Non-causal multi-head self-attention with a fused ``c_attn`` (d -> 3d) and ``c_proj`` (d -> d)."""
 
@@ -213,13 +220,22 @@ class GeoSANEAttention(nn.Module):
         # GPT-2 residual scaling, read by `_init_weights` (remote-code init visits only modules owning parameters)
         self.c_proj.init_std = config.initializer_range / math.sqrt(2 * max(num_layers, 1))
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        query_rows: torch.Tensor | slice | None = None,
+    ) -> torch.Tensor:
+        """``[B, N, d]`` -> ``[B, N, d]``; with ``query_rows`` (``[B, C]`` or a slice) only those rows are queried
+        (keys and values still come from all ``N``) -> ``[B, C, d]``, each row equal to the same row in full."""
         batch, length, width = hidden_states.shape
         # split (not unbind) so that the backward pass merges the three gradients with one contiguous cat
-        query, key, value = (
-            part.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # [B, h, N, hd]
-            for part in self.c_attn(hidden_states).split(width, dim=-1)
-        )
+        query, key, value = self.c_attn(hidden_states).split(width, dim=-1)  # [B, N, d] each
+        if query_rows is not None:
+            query = take_rows(query, query_rows)  # [B, C, d]
+        count = query.shape[1]
+        query = query.view(batch, count, self.num_heads, self.head_dim).transpose(1, 2)  # [B, h, C, hd]
+        key, value = (t.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2) for t in (key, value))
         attention = eager_attention_forward
         if self.config._attn_implementation not in (None, "eager"):
             attention = ALL_ATTENTION_FUNCTIONS[self.config._attn_implementation]
@@ -232,8 +248,8 @@ class GeoSANEAttention(nn.Module):
             dropout=self.dropout if self.training else 0.0,
             scaling=self.scaling,
             is_causal=False,
-        )  # [B, N, h, hd]
-        return self.c_proj(output.reshape(batch, length, width))  # [B, N, d]
+        )  # [B, C, h, hd]
+        return self.c_proj(output.reshape(batch, count, width))  # [B, C, d]
 
 
 class GeoSANEMLP(nn.Module):
@@ -261,9 +277,19 @@ class GeoSANEBlock(GradientCheckpointingLayer):
         self.mlp = GeoSANEMLP(config, num_layers)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        hidden_states = hidden_states + self.dropout(self.attn(self.ln_1(hidden_states), attention_mask))
-        return hidden_states + self.dropout(self.mlp(self.ln_2(hidden_states)))  # [B, N, d]
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        rows: torch.Tensor | slice | None = None,
+    ) -> torch.Tensor:
+        """``[B, N, d]`` -> ``[B, N, d]``, or only at ``rows`` -> ``[B, C, d]`` (see [`GeoSANEAttention.forward`]):
+        the last block of a stack in ``encode_long`` needs only the rows whose output is kept."""
+        attended = self.attn(self.ln_1(hidden_states), attention_mask, query_rows=rows)  # [B, C, d]
+        if rows is not None:
+            hidden_states = take_rows(hidden_states, rows)
+        hidden_states = hidden_states + self.dropout(attended)
+        return hidden_states + self.dropout(self.mlp(self.ln_2(hidden_states)))  # [B, C, d]
 
 
 class GeoSANETransformer(nn.Module):
@@ -664,50 +690,6 @@ class GeoSANEModel(GeoSANEPreTrainedModel):
         ends = (starts + window_size).clamp(max=length)
         return (starts - halo_size).clamp(min=0), starts, ends, (ends + halo_size).clamp(max=length)
 
-    @staticmethod
-    def _rows(hidden: torch.Tensor, rows: torch.Tensor | slice) -> torch.Tensor:
-        """``hidden [B, N, F]`` at ``rows`` (``[B, C]`` indices, or one slice shared by the batch: a view)."""
-        if isinstance(rows, slice):
-            return hidden[:, rows]
-        return hidden.gather(1, rows[..., None].expand(-1, -1, hidden.shape[-1]))  # [B, C, F]
-
-    @staticmethod
-    def _block_at_rows(
-        block: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor | None, rows: torch.Tensor | slice
-    ) -> torch.Tensor:
-        """``block(hidden, attention_mask)`` evaluated only at the query ``rows`` (``[B, C]`` or a slice) -> ``[B, C, d]``.
-
-        Keys and values still come from all ``N`` rows, so each returned row equals the same row of the full block:
-        the last block of a stack only needs the rows whose output is kept (a window's content, not its halo).
-        Mirrors [`GeoSANEBlock.forward`] (a block with another ``forward`` runs in full and is sliced); the
-        ``encode_long`` exactness tests compare both paths.
-        """
-        take = GeoSANEModel._rows
-        if type(block).forward is not GeoSANEBlock.forward:
-            return take(block(hidden, attention_mask), rows)
-        batch, length, width = hidden.shape
-        attn = block.attn
-        query, key, value = attn.c_attn(block.ln_1(hidden)).split(width, dim=-1)  # [B, N, d] each
-        query = take(query, rows)  # [B, C, d]
-        count = query.shape[1]
-        query = query.view(batch, count, attn.num_heads, attn.head_dim).transpose(1, 2)  # [B, h, C, hd]
-        key, value = (t.view(batch, length, attn.num_heads, attn.head_dim).transpose(1, 2) for t in (key, value))
-        attention = eager_attention_forward
-        if attn.config._attn_implementation not in (None, "eager"):
-            attention = ALL_ATTENTION_FUNCTIONS[attn.config._attn_implementation]
-        output, _ = attention(
-            attn,
-            query,
-            key,
-            value,
-            attention_mask,
-            dropout=attn.dropout if attn.training else 0.0,
-            scaling=attn.scaling,
-            is_causal=False,
-        )  # [B, C, h, hd]
-        hidden = take(hidden, rows) + block.dropout(attn.c_proj(output.reshape(batch, count, width)))
-        return hidden + block.dropout(block.mlp(block.ln_2(hidden)))  # [B, C, d]
-
     def _run_long(
         self,
         kind: str,
@@ -787,7 +769,7 @@ class GeoSANEModel(GeoSANEPreTrainedModel):
             else:
                 rows = (offsets[:, None] + torch.arange(count)).clamp(max=span - 1).to(device)  # [b, C]
             last = blocks[-1] if blocks else None  # the last block runs on the content rows only
-            hidden = self._rows(hidden, rows) if last is None else self._block_at_rows(last, hidden, key_mask, rows)
+            hidden = take_rows(hidden, rows) if last is None else last(hidden, key_mask, rows=rows)
             result = project_out(hidden)  # [b, C, F_out]: content rows, in token order
             first_token, last_token = int(start[0]), int(end[-1])  # only the sequence's last window is short
             output[first_token:last_token] = result.reshape(-1, result.shape[-1])[: last_token - first_token]

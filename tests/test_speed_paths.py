@@ -6,25 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from lazy_state_dict import CountingLazyStateDict
 
 from geosane_hf.modeling import GeoSANEConfig, GeoSANEModel
 from geosane_hf.tokenizer import NonFiniteWeightsError, WeightTokenizer
-
-
-class LazyStateDict(dict):
-    """A lazy mapping (``tensor_specs``): the tokenizer reads its specs without touching the tensors."""
-
-    class Spec:
-        def __init__(self, shape, dtype):
-            self.shape, self.dtype = tuple(shape), dtype
-
-    def __init__(self, source: dict):
-        super().__init__(dict.fromkeys(source))
-        self._source = source
-        self.tensor_specs = {k: self.Spec(v.shape, v.dtype) for k, v in source.items()}
-
-    def __getitem__(self, key):
-        return self._source[key]
 
 
 def mixed_state_dict() -> dict[str, torch.Tensor]:
@@ -47,7 +32,7 @@ def mixed_state_dict() -> dict[str, torch.Tensor]:
 def test_plain_dict_lazy_mapping_and_reused_output_give_the_same_tokens(mode, token_size):
     sd = mixed_state_dict()
     tokenizer = WeightTokenizer(token_size, mode=mode)
-    fast, slow = tokenizer.tokenize(sd), tokenizer.tokenize(LazyStateDict(sd))
+    fast, slow = tokenizer.tokenize(sd), tokenizer.tokenize(CountingLazyStateDict(sd))
     assert torch.equal(fast.tokens, slow.tokens)
     assert torch.equal(fast.mask, slow.mask) and torch.equal(fast.positions, slow.positions)
     assert fast.layout.to_dict() == slow.layout.to_dict()
