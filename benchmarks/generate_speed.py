@@ -44,11 +44,10 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model_speed import PeakRSS, gemm_plan, gemm_step
+from model_speed import PeakRSS, add_allocator_flag, apply_allocator_flag, gemm_plan, gemm_step
 
 from geosane_hf.generation import api, generate_weights
 from geosane_hf.modeling import GeoSANEConfig, GeoSANEModel
-from geosane_hf.runtime import describe_allocator, tune_cpu_allocator
 
 PROMPTS = ["resnet50", "vit_base_patch16_224", "swin_base_patch4_window7_224", "mobilenetv2_100"]
 STEPS = ["prompt", "tokenize", "encode", "sample", "decode", "detokenize", "calibration_data", "calibrate"]
@@ -226,14 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="BatchNorm calibration in the contiguous format (generate_weights uses channels_last)",
     )
-    parser.add_argument(
-        "--default-allocator",
-        action="store_true",
-        help="keep glibc's default malloc thresholds (the baseline for geosane_hf.runtime.tune_cpu_allocator)",
-    )
+    add_allocator_flag(parser)
     args = parser.parse_args(argv)
-    allocator = "glibc defaults" if args.default_allocator else describe_allocator(tune_cpu_allocator())
-    print(f"allocator: {allocator}", file=sys.stderr)
+    apply_allocator_flag(args)
     prompts = args.prompts or (["mobilenetv2_100", "resnet18"] if args.quick else PROMPTS)
     if args.quick:
         args.repeats = min(args.repeats, 2)

@@ -266,6 +266,23 @@ def bench_long(config: GeoSANEConfig, num_tokens: int, batch_size: int) -> dict[
     }
 
 
+def add_allocator_flag(parser: argparse.ArgumentParser) -> None:
+    """``--default-allocator``: the baseline for :func:`geosane_hf.runtime.tune_cpu_allocator` (shared by the
+    speed benchmarks)."""
+    parser.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="keep glibc's default malloc thresholds (the baseline for geosane_hf.runtime.tune_cpu_allocator)",
+    )
+
+
+def apply_allocator_flag(args: argparse.Namespace) -> str:
+    """Tunes the allocator unless ``--default-allocator``; prints and returns what the process runs with."""
+    allocator = "glibc defaults" if args.default_allocator else describe_allocator(tune_cpu_allocator())
+    print(f"allocator: {allocator}", file=sys.stderr)
+    return allocator
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", default=["tiny", "small", "reference"], help="presets or 'reference'")
@@ -277,17 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--long-batch", type=int, default=8, help="windows per pass in encode_long/decode_long")
     parser.add_argument("--quick", action="store_true", help="2 repeats and a 40k-token whole-model run")
-    parser.add_argument(
-        "--default-allocator",
-        action="store_true",
-        help="keep glibc's default malloc thresholds (the baseline for geosane_hf.runtime.tune_cpu_allocator)",
-    )
+    add_allocator_flag(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats = min(args.repeats, 2)
         args.vit_tokens = min(args.vit_tokens, 40_000)
-    allocator = "glibc defaults" if args.default_allocator else describe_allocator(tune_cpu_allocator())
-    print(f"allocator: {allocator}", file=sys.stderr)
+    allocator = apply_allocator_flag(args)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, batch {args.batch}", file=sys.stderr)
 

@@ -34,11 +34,10 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from model_speed import gemm_plan, gemm_step, timed  # noqa: E402
+from model_speed import add_allocator_flag, apply_allocator_flag, gemm_plan, gemm_step, timed  # noqa: E402
 
 from geosane_hf.augmentations import TwoViewConfig  # noqa: E402
 from geosane_hf.modeling import GeoSANEModel  # noqa: E402
-from geosane_hf.runtime import describe_allocator, tune_cpu_allocator  # noqa: E402
 from training.config import TrainingConfig  # noqa: E402
 from training.data import WindowSampler, load_training_data, make_augmenters, make_batch  # noqa: E402
 from training.launch import cpu_ddp_command  # noqa: E402
@@ -167,16 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ddp-steps", type=int, default=30, help="steps of the 2-process run")
     parser.add_argument("--no-ddp", action="store_true", help="skip the 2-process row")
     parser.add_argument("--quick", action="store_true", help="3 repeats, 10 DDP steps")
-    parser.add_argument(
-        "--default-allocator",
-        action="store_true",
-        help="keep glibc's default malloc thresholds (the baseline for geosane_hf.runtime.tune_cpu_allocator)",
-    )
+    add_allocator_flag(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.ddp_steps = 3, 10
-    allocator = "glibc defaults" if args.default_allocator else describe_allocator(tune_cpu_allocator())
-    print(f"allocator: {allocator}", file=sys.stderr)
+    allocator = apply_allocator_flag(args)
     with tempfile.TemporaryDirectory() as tmp:
         dataset = args.dataset or str(synthetic_dataset(Path(tmp)))
         values = {"model_preset": args.preset, "batch_size": args.batch_size, "window_size": args.window_size}
