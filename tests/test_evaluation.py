@@ -37,13 +37,7 @@ from geosane_hf.evaluation.metrics import UnknownMetricError
 TINY = FinetuneConfig(epochs=1, batch_size=8, progress=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on shared cores: one intra-op thread avoids OpenMP contention (measured up to 15x faster here)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 # ------------------------------------------------------------------------------------------- metrics vs hand values

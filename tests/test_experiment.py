@@ -26,12 +26,7 @@ from geosane_hf.modeling import GeoSANEConfig, GeoSANEModel
 TARGET = TargetArch("test_resnet", 4, 6)  # timm's tiny test ResNet with BatchNorm (~0.1M parameters)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

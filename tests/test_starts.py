@@ -32,13 +32,7 @@ from geosane_hf.evaluation.starts import noise_keys, prunable_keys, uniform_indi
 SMALL = TargetArch("test_resnet", 4, 6)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on shared cores: one intra-op thread avoids OpenMP contention (measured up to 15x faster here)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def _loads_strictly(start):
