@@ -93,6 +93,12 @@ def test_unknown_config_key_lists_the_valid_keys(tmp_path):
         load_config(path)
 
 
+@pytest.mark.parametrize("key", ["fused_optimizer", "permute", "use_layer_types"])
+def test_a_switch_that_is_not_true_or_false_is_refused(key):
+    with pytest.raises(TrainingConfigError, match=rf"{key}: expected true or false, got 'maybe'"):
+        load_config(None, [f"{key}=maybe"])
+
+
 def test_cli_reports_bad_input_in_one_line_with_exit_code_2(tmp_path, capsys):
     assert main(["--config", TINY, "--dataset", str(tmp_path), "--set", "warmup_steps=3"]) == 2
     assert "unknown training config key(s) ['warmup_steps']" in capsys.readouterr().err

@@ -92,6 +92,9 @@ class TrainingConfig:
         need(self.weighting in ("sqrt", "uniform", "tokens"), "weighting", "'sqrt', 'uniform' or 'tokens'")
         need(self.schedule in ("onecycle", "cosine", "constant"), "schedule", "'onecycle', 'cosine' or 'constant'")
         need(self.mixed_precision in ("auto", "no", "bf16", "fp16"), "mixed_precision", "auto | no | bf16 | fp16")
+        for item in dataclasses.fields(self):
+            if item.type == "bool":  # permute, use_layer_types, fused_optimizer ...: YAML true/false only
+                need(isinstance(getattr(self, item.name), bool), item.name, "true or false")
         for name in ("batch_size", "num_steps", "gradient_accumulation_steps", "eval_batch_size"):
             need(isinstance(getattr(self, name), int) and getattr(self, name) > 0, name, "a positive integer")
         for name in ("log_every", "eval_every", "checkpoint_every", "holdout_every"):
