@@ -68,7 +68,6 @@ INT16_MAX = 32767  # positions are int16 when their maximum fits, else int32 (as
 INLINE_VALUES_MAX = 64  # integer/bool tensors up to this many values are stored in the layout as a JSON list
 Mode = Literal["geosane", "full"]
 _MODES = ("geosane", "full")
-_BATCHED_COPY = True  # one torch._foreach_copy_ for in-memory state_dicts (see WeightTokenizer._write_batched)
 
 
 class TokenizerError(ValueError):
@@ -700,7 +699,7 @@ class WeightTokenizer:
         flat = tokens.view(-1)  # [N * T]
         # Only each layer's last token can hold padding: zero those rows, then the copies overwrite the real values.
         tokens.index_fill_(0, plan.last_rows.to(device), 0)
-        if _BATCHED_COPY and getattr(state_dict, "tensor_specs", None) is None:
+        if getattr(state_dict, "tensor_specs", None) is None:  # in memory: one copy call for every tensor
             self._write_batched(state_dict, plan.views, flat)
         else:
             self._write_one_by_one(state_dict, plan.views, flat)
