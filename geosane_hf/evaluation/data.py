@@ -160,18 +160,22 @@ class TaskData:
                 )
         return replace(
             self,
-            train=self.train.subset(_representative_index(self.train, train, seed)),
-            test=self.test.subset(_representative_index(self.test, test, seed + 1)),
+            train=self.train.subset(sample_index(self.train, train, seed)),
+            test=self.test.subset(sample_index(self.test, test, seed + 1)),
         )
 
 
-def _representative_index(split: Split, count: int, seed: int) -> torch.Tensor:
-    """Sorted indices of `count` samples of `split` (all of them when `count` >= its size); see `TaskData.slice`."""
+def sample_index(split: Split, count: int, seed: int, stratify: bool = True) -> torch.Tensor:
+    """Sorted indices of `count` samples of `split` (all of them when `count` >= its size).
+
+    Uniformly at random for `stratify=False` or a split without class labels; else per class in proportion to its
+    share (see `TaskData.slice`). Deterministic for a given `seed`.
+    """
     size = len(split)
     if count >= size:
         return torch.arange(size)
     generator = torch.Generator().manual_seed(seed)
-    if split.labels is None:
+    if split.labels is None or not stratify:
         return torch.randperm(size, generator=generator)[:count].sort().values
     classes, counts = split.labels.unique(return_counts=True)  # [K], [K]
     quota = counts.double() * count / size  # [K] proportional share

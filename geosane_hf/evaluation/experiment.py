@@ -48,7 +48,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from geosane_hf.atomic_io import write_json
-from geosane_hf.evaluation.data import Split, load_task_data
+from geosane_hf.evaluation.data import Split, load_task_data, sample_index
 from geosane_hf.evaluation.experiment_config import (
     DEFAULT_STARTS,
     START_KINDS,
@@ -178,8 +178,7 @@ def _capped(split: Split, count: int | None, how: str) -> Split:
         return split
     if how == "first":
         return split.subset(range(count))
-    index = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[:count]
-    return split.subset(index.sort().values)
+    return split.subset(sample_index(split, count, seed=0, stratify=False))
 
 
 def load_task(spec: TaskSpec) -> Task:
