@@ -52,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32, help="windows per pass")
     parser.add_argument("--repeats", type=int, default=2, help="timed repeats per halo (best is kept)")
     args = parser.parse_args(argv)
+    for flag, path in (("--model", args.model), ("--dataset", args.dataset)):
+        if not Path(path).is_dir():
+            parser.error(
+                f"expected {flag} to be a folder, got {path!r}; `make demo` writes runs/demo/train/model and "
+                "runs/demo/dataset"
+            )
     tune_cpu_allocator()
     torch.set_num_threads(args.threads)
     model = GeoSANEModel.from_pretrained(args.model).eval()
