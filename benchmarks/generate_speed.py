@@ -15,8 +15,12 @@ Times are given by process CPU time as well as wall time: on this shared machine
 time but not CPU time, so with one thread (the default) the CPU-time ratios are the robust ones. The load average
 is printed with each row.
 
+Steady state vs cold: the ``--repeats`` timed runs follow each other, so freed heap is reused as it is for the
+ceiling's passes (the times are their medians); one more run after ``malloc_trim`` gives the memory figures and the
+"cold total" (every activation page-faulted in anew, as in a process's first generation).
+
 Memory: peak RSS above the RSS before the call (sampled every 2 ms, after ``malloc_trim`` so that freed heap from
-an earlier call does not hide new allocations), in the last repeat (the first also pays one-time imports and the
+an earlier call does not hide new allocations), in that last run (the first also pays one-time imports and the
 scene read), against ``2 x prompt bytes + GeoSANE model bytes``; also the peak before BatchNorm calibration
 started (calibration activations of 16 x 224 x 224 images do not scale with the prompt).
 
@@ -153,12 +157,17 @@ def bench(model: GeoSANEModel, prompt: str, args: argparse.Namespace) -> dict[st
     peak = peak_no_calibration = bound = 0.0
     tokens = 0
     result: list = []
-    for repeat in range(args.repeats):
+    cold_wall = cold_cpu = 0.0
+    for repeat in range(args.repeats + 1):
+        # Repeats 0..R-1 time the steady state (freed heap is reused, as it is for the ceiling's passes); the last
+        # run starts after malloc_trim, so its RSS increase counts every allocation and its time is the cold one.
+        cold = repeat == args.repeats
         for _ in range(args.ceiling_passes):  # interleaved: the ceiling sees the same background load
             w, c = timed(step)
             ceiling_wall.append(w)
             ceiling_cpu.append(c)
-        trim_heap()
+        if cold:
+            trim_heap()
 
         def run(result: list = result) -> None:
             result.append(
@@ -177,25 +186,26 @@ def bench(model: GeoSANEModel, prompt: str, args: argparse.Namespace) -> dict[st
             w, c = timed(run)
         out = result.pop()
         timer = CpuTimer.last
+        label = "cold (after malloc_trim)" if cold else f"repeat {repeat}"
+        print(f"  {prompt} {label}: {w:.1f} s wall, {c:.1f} s CPU, load {os.getloadavg()[0]:.1f}", file=sys.stderr)
+        tokens = out.provenance["tokenizer"]["num_tokens"]
+        if cold:
+            cold_wall, cold_cpu = w, c
+            sd = out.state_dicts[0]
+            prompt_bytes = sum(v.numel() * v.element_size() for v in sd.values())
+            model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+            peak = (rss.peak - rss.start) / 2**30
+            peak_no_calibration = (rss.peak_before(timer.spans, "calibrate") - rss.start) / 2**30
+            bound = (2 * prompt_bytes + model_bytes) / 2**30
+            del out, sd
+            continue
+        del out
         for s in STEPS:
             wall[s].append(timer.seconds.get(s, 0.0))
             cpu[s].append(timer.cpu.get(s, 0.0))
         wall["total"].append(w)
         cpu["total"].append(c)
         loads.append(os.getloadavg()[0])
-        sd = out.state_dicts[0]
-        prompt_bytes = sum(v.numel() * v.element_size() for v in sd.values())
-        model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-        tokens = out.provenance["tokenizer"]["num_tokens"]
-        peak = (rss.peak - rss.start) / 2**30  # the last repeat's
-        peak_no_calibration = (rss.peak_before(timer.spans, "calibrate") - rss.start) / 2**30
-        bound = (2 * prompt_bytes + model_bytes) / 2**30
-        del out, sd
-        print(f"  {prompt} repeat {repeat}: {w:.1f} s wall, {c:.1f} s CPU, load {loads[-1]:.1f}", file=sys.stderr)
-        for _ in range(args.ceiling_passes):
-            w, c = timed(step)
-            ceiling_wall.append(w)
-            ceiling_cpu.append(c)
     windows = math.ceil(tokens / config.window_size)
     scale = windows / args.window_batch
     content_flops, computed_flops = flops_with_halo(config, tokens)
@@ -207,6 +217,7 @@ def bench(model: GeoSANEModel, prompt: str, args: argparse.Namespace) -> dict[st
     row["ceiling"] = statistics.median(ceiling_wall) * scale
     row["ceiling_cpu"] = statistics.median(ceiling_cpu) * scale
     row["max"] = content_flops / computed_flops
+    row["cold"], row["cold_cpu"] = cold_wall, cold_cpu
     return row
 
 
@@ -244,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [(prompt, bench(model, prompt, args)) for prompt in prompts]
     for clock, suffix in (("wall", ""), ("CPU", "_cpu")):
         print(f"\nseconds by {clock} time")
-        header = ["prompt", "tokens", *STEPS, "total", "enc+dec", "ceiling", "ceil/(e+d)", "max", "other %"]
+        header = ["prompt", "tokens", *STEPS, "total", "cold total", "enc+dec", "ceiling", "ceil/(e+d)", "max"]
+        header += ["other %"]
         header += ["peak GB", "peak before calibrate", "bound GB", "load"]
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
@@ -252,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
             encdec = r[f"encode{suffix}"] + r[f"decode{suffix}"]
             other = sum(r[f"{s}{suffix}"] for s in OTHER)
             cells = [prompt, f"{r['tokens']:,}"] + [f"{r[f'{s}{suffix}']:.2f}" for s in STEPS]
-            cells += [f"{r[f'total{suffix}']:.1f}", f"{encdec:.1f}", f"{r[f'ceiling{suffix}']:.1f}"]
+            cells += [f"{r[f'total{suffix}']:.1f}", f"{r[f'cold{suffix}']:.1f}", f"{encdec:.1f}"]
+            cells += [f"{r[f'ceiling{suffix}']:.1f}"]
             cells += [f"{r[f'ceiling{suffix}'] / encdec:.2f}", f"{r['max']:.2f}"]
             cells += [f"{100 * other / r[f'total{suffix}']:.1f}", f"{r['peak_gb']:.2f}"]
             cells += [f"{r['peak_no_calibration_gb']:.2f}", f"{r['bound_gb']:.2f}"]

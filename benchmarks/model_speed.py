@@ -18,6 +18,7 @@ ratio to the same-run ceiling is the figure to compare.
 Usage:
     python benchmarks/model_speed.py                 # tiny, small, reference (d=256 4+4 w256 b8), ViT-B/16
     python benchmarks/model_speed.py --quick         # fewer repeats, 40k-token "ViT"
+    python benchmarks/model_speed.py --configs tiny small --compile --vit-tokens 0   # eager and torch.compile
 """
 
 from __future__ import annotations
@@ -180,9 +181,14 @@ class Row:
         return self.achieved_gflops / self.ceiling_gflops
 
 
-def bench_config(name: str, config: GeoSANEConfig, windows: int, repeats: int) -> list[Row]:
+def bench_config(name: str, config: GeoSANEConfig, windows: int, repeats: int, compiled: bool = False) -> list[Row]:
     torch.manual_seed(0)
     model = GeoSANEModel(config)
+    # torch.compile (inductor) fuses the elementwise work between the GEMMs; the GEMMs stay the same library calls.
+    encode = torch.compile(model.encode, dynamic=False) if compiled else model.encode
+    decode = torch.compile(model.decode, dynamic=False) if compiled else model.decode
+    forward = torch.compile(model, dynamic=False) if compiled else model
+    name = f"{name} (compiled)" if compiled else name
     tokens, positions, mask = make_windows(config, windows)
     tokens_2 = tokens * (1 + 0.1 * torch.randn_like(tokens))
     rows = []
@@ -194,14 +200,14 @@ def bench_config(name: str, config: GeoSANEConfig, windows: int, repeats: int) -
 
             def step():
                 model.zero_grad(set_to_none=True)
-                model(tokens, positions, mask, tokens_2=tokens_2).loss.backward()
+                forward(tokens, positions, mask, tokens_2=tokens_2).loss.backward()
 
         else:
             model.eval()
 
             def step():
                 with torch.inference_mode():
-                    model.decode(model.encode(tokens, positions, mask), positions)
+                    decode(encode(tokens, positions, mask), positions)
 
         step_tokens = plan.tokens
         flops = plan.flops(training)
@@ -209,6 +215,10 @@ def bench_config(name: str, config: GeoSANEConfig, windows: int, repeats: int) -
         head_flops = plan.windows * 2.0 * (head_in * config.projection_hidden_size + config.projection_hidden_size**2)
         flops_model = flops + (3 * head_flops if training else 0.0)
         ceiling = gemm_step(plan, training)
+        if compiled:  # compile outside the timed and memory-traced steps
+            start = time.perf_counter()
+            step()
+            print(f"  {name} {mode}: compiled in {time.perf_counter() - start:.1f} s", file=sys.stderr)
         with PeakRSS() as rss:  # the first step from a cold state: its activations and gradients
             step()
         ceiling()  # warm-up
@@ -294,6 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--long-batch", type=int, default=8, help="windows per pass in encode_long/decode_long")
     parser.add_argument("--quick", action="store_true", help="2 repeats and a 40k-token whole-model run")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time each config under torch.compile (inductor; needs a C++ compiler)",
+    )
     add_allocator_flag(parser)
     args = parser.parse_args(argv)
     if args.quick:
@@ -307,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.configs:
         config = GeoSANEConfig(**REFERENCE) if name == "reference" else GeoSANEConfig.from_preset(name)
         rows += bench_config(name, config, args.batch, args.repeats)
+        if args.compile:
+            rows += bench_config(name, config, args.batch, args.repeats, compiled=True)
 
     print(
         f"\nfp32, {args.threads} threads, {args.batch} windows per step (training: 2 views -> {2 * args.batch}); "

@@ -9,6 +9,8 @@ Rows:
 - ``2 processes x 1 thread``: ``accelerate launch --multi_gpu --num_processes 2`` (gloo DDP) of training/train.py on
   the same data; the rate is the script's own training-loop rate (window tokens of all ranks per second), against
   the same 2-thread ceiling. It shows what DDP (all-reduce, a second Python process) costs on 2 cores.
+- ``step on one fixed batch``: the same step (loss, backward, clipping, AdamW) on one batch of real windows made
+  once: the step without its data path, so that the data path's share is read off in the same run.
 - ``data path only``: make_batch alone, to show that the data path is not the bottleneck.
 
 Tokens are window tokens of both views (``2 * batch * window`` per step, as model_speed counts them). On a shared
@@ -93,21 +95,29 @@ def bench_single(dataset: str, config: TrainingConfig, threads: int, repeats: in
     def data_step():
         return make_batch(data.train, sampler.draw(config.batch_size), window, augmenters, rng)
 
-    def train_step():
-        batch = data_step()
+    def model_step(batch):
         optimizer.zero_grad(set_to_none=True)
         model(**batch.model_inputs()).loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
 
+    def train_step():
+        model_step(data_step())
+
+    fixed_batch = data_step()  # real windows (padding included) for the step without its data path
+
+    def fixed_step():
+        model_step(fixed_batch)
+
     for _ in range(warmup):
         train_step()
         ceiling_step()
-    best_train = best_ceiling = best_data = float("inf")
+    best_train = best_ceiling = best_data = best_fixed = float("inf")
     for _ in range(repeats):
         best_train = min(best_train, timed(train_step)[0])
         best_ceiling = min(best_ceiling, timed(ceiling_step)[0])
         best_data = min(best_data, timed(data_step)[0])
+        best_fixed = min(best_fixed, timed(fixed_step)[0])
     tokens = 2 * config.batch_size * window
     flops = plan.flops(training=True)
     return {
@@ -115,6 +125,7 @@ def bench_single(dataset: str, config: TrainingConfig, threads: int, repeats: in
         "achieved_gflops": flops / best_train / 1e9,
         "ceiling_gflops": flops / best_ceiling / 1e9,
         "data_tokens_per_s": tokens / best_data,
+        "fixed_tokens_per_s": tokens / best_fixed,
         "flops": flops,
         "tokens": tokens,
     }
@@ -197,7 +208,19 @@ def main(argv: list[str] | None = None) -> int:
             two["ceiling_gflops"],
             "2 threads",
         ),
+        (
+            "1 process x 2 threads, step on one fixed batch (no data path)",
+            two["fixed_tokens_per_s"],
+            two["ceiling_gflops"],
+            "2 threads",
+        ),
         ("1 process x 1 thread (data + augmentation + step)", one["tokens_per_s"], one["ceiling_gflops"], "1 thread"),
+        (
+            "1 process x 1 thread, step on one fixed batch (no data path)",
+            one["fixed_tokens_per_s"],
+            one["ceiling_gflops"],
+            "1 thread",
+        ),
     ]
     if ddp is not None:
         rows.append(
