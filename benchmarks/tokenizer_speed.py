@@ -6,7 +6,8 @@ of ``--repeats``): GB/s = bytes of the source tensors the op handles / seconds. 
 weights and biases it tokenizes), and ``ratio`` = op GB/s / clone GB/s. A second baseline, ``cat``, copies the same
 tensors into one fresh buffer (``torch.cat``), which like the tokens must be page-faulted in: on VMs where a first
 touch costs ~1 GB/s while per-tensor clones recycle freed heap memory, ``cat`` is the fair bound for a fresh output.
-``reuse-out`` rows tokenize into the buffers of a previous result (``tokenize(sd, out=previous)``). ``naive`` is a
+``clone+check bound`` is the best ratio any tokenizer that checks for NaN/Inf can reach: clone time / (clone time +
+one ``isfinite(tokens.sum())`` over its output, timed in the same loop). ``reuse-out`` rows tokenize into the buffers of a previous result (``tokenize(sd, out=previous)``). ``naive`` is a
 per-layer reshape/cat/pad tokenizer in the style of the original, written from the spec, as a third reference.
 
 Peak memory (``--memory``, one fresh subprocess per measurement): the process's peak RSS above its RSS just before
@@ -118,6 +119,9 @@ def measure_throughput(name: str, repeats: int, naive: bool) -> list[dict]:
         "tokenize:geosane": lambda: geosane.tokenize(state_dict),
         "tokenize:geosane:reuse-out": lambda: geosane.tokenize(state_dict, out=reuse_geo),
         "detokenize:geosane": lambda: geosane.detokenize(tok_geo),
+        # the NaN/Inf check every tokenize must make (one read-only sum over the tokens), for the "+ check" bound
+        "check:full": lambda: torch.isfinite(tok_full.tokens.sum()),
+        "check:geosane": lambda: torch.isfinite(tok_geo.tokens.sum()),
     }
     seconds = median_seconds(ops, repeats)
     if naive:  # ~50x slower than the rest: two repeats are enough
@@ -125,11 +129,11 @@ def measure_throughput(name: str, repeats: int, naive: bool) -> list[dict]:
         seconds.update(median_seconds(naive_op, 2))
     rows = []
     for op, secs in seconds.items():
-        if op.startswith(("clone", "cat")):
+        if op.startswith(("clone", "cat", "check")):
             continue
         mode = "full" if ":full" in op else "geosane"
         size = nbytes(state_dict) if mode == "full" else nbytes(geo_tensors)
-        base, cat = seconds[f"clone:{mode}"], seconds[f"cat:{mode}"]
+        base, cat, check = seconds[f"clone:{mode}"], seconds[f"cat:{mode}"], seconds[f"check:{mode}"]
         rows.append(
             {
                 "model": name,
@@ -142,6 +146,7 @@ def measure_throughput(name: str, repeats: int, naive: bool) -> list[dict]:
                 "ratio": base / secs,
                 "cat GB/s": size / cat / 1e9,
                 "ratio to cat": cat / secs,
+                "clone+check bound": base / (base + check) if op.startswith("tokenize") else float("nan"),
             }
         )
     return rows
@@ -284,6 +289,7 @@ def main() -> int:
         rows += measure_throughput(name, args.repeats, naive=not args.no_naive)
     if rows:
         columns = ["model", "op", "MB", "tokens", "GB/s", "clone GB/s", "ratio", "cat GB/s", "ratio to cat"]
+        columns.append("clone+check bound")
         speed = print_table(rows, columns)
     memory_rows = []
     if args.memory:
