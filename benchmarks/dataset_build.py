@@ -199,6 +199,8 @@ def main() -> None:
         return
     n = args.n if args.n is not None else (2 if args.quick else 10)
     arch = args.arch or ("vit_base_patch16_224" if args.quick else "vit_large_patch16_224")
+    if args.work_dir:
+        Path(args.work_dir).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="geosane-dataset-bench-", dir=args.work_dir))
     try:
         print(f"generating {n} x {arch} in {work}", flush=True)
