@@ -671,3 +671,22 @@ def test_tokenize_into_out_of_another_architecture_is_refused():
         tokenizer.tokenize({"fc.weight": torch.ones(3, 2)}, out=other)
     with pytest.raises(TokenizerError, match="same architecture"):
         WeightTokenizer(mode="geosane").tokenize({"fc.weight": torch.ones(2, 2)}, out=other)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        torch.tensor(2**62 + 1),  # beyond float64's exact integers
+        torch.tensor(-7, dtype=torch.int8),
+        torch.tensor(255, dtype=torch.uint8),
+        torch.tensor(True),
+        torch.tensor(2**31 - 1, dtype=torch.int32),
+    ],
+    ids=["int64", "int8", "uint8", "bool", "int32"],
+)
+def test_stored_zero_dim_tensors_come_back_exactly_through_a_json_layout(value):
+    sd = {"fc.weight": torch.randn(3, 2), "counter": value}
+    tok = WeightTokenizer(token_size=4, mode="full").tokenize(sd)
+    back = WeightTokenizer().detokenize(tok.tokens, json.loads(json.dumps(tok.layout.to_dict())))
+    assert back["counter"].shape == () and back["counter"].dtype == value.dtype
+    assert back["counter"].item() == value.item()
