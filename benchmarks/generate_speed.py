@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import gc
 import math
 import os
@@ -52,6 +51,7 @@ from model_speed import PeakRSS, add_allocator_flag, apply_allocator_flag, gemm_
 
 from geosane_hf.generation import api, generate_weights
 from geosane_hf.modeling import GeoSANEConfig, GeoSANEModel
+from geosane_hf.runtime import release_freed_memory
 
 PROMPTS = ["resnet50", "vit_base_patch16_224", "swin_base_patch4_window7_224", "mobilenetv2_100"]
 STEPS = ["prompt", "tokenize", "encode", "sample", "decode", "detokenize", "calibration_data", "calibrate"]
@@ -103,8 +103,7 @@ class RssTrace(PeakRSS):
 def trim_heap() -> None:
     """Returns freed heap pages to the OS, so that an RSS increase counts new allocations only."""
     gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    release_freed_memory()
 
 
 def flops_with_halo(config: GeoSANEConfig, num_tokens: int) -> tuple[float, float]:
@@ -228,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window-batch", type=int, default=32, help="windows per encode/decode pass")
     parser.add_argument("--calibration-images", type=int, default=16, help="BatchNorm calibration patches")
     parser.add_argument("--repeats", type=int, default=3, help="generations per prompt (median)")
-    parser.add_argument("--ceiling-passes", type=int, default=3, help="ceiling passes before and after each")
+    parser.add_argument("--ceiling-passes", type=int, default=3, help="ceiling passes before each generation")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--quick", action="store_true", help="mobilenetv2_100 + resnet18, 2 repeats")
     parser.add_argument(

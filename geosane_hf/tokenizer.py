@@ -732,46 +732,36 @@ class WeightTokenizer:
         self, state_dict: Mapping[str, torch.Tensor], views: Sequence[_EntryView], flat: torch.Tensor
     ) -> None:
         """Copies tensor by tensor: a lazy mapping then holds one source tensor at a time."""
-        base, strided = flat.storage_offset(), flat.as_strided
+        base = flat.storage_offset()
         for view in views:
             if view.pair:  # a norm's weight [C] and bias [C]: one stack into their [C, 2] block
                 pair = (state_dict[view.key], state_dict[view.bias_key])
-                torch.stack(pair, 1, out=strided((view.rows, 2), (2, 1), base + view.start))
+                torch.stack(pair, 1, out=flat.as_strided((view.rows, 2), (2, 1), base + view.start))
                 del pair
                 continue
-            weight = state_dict[view.key]
-            weight_view = strided(view.shape, view.strides, base + view.start)
-            weight_view.copy_(weight)
-            if not weight.dtype.is_floating_point:
-                self._check_exact_cast(view.key, weight_view, weight)
-            del weight
-            if view.bias_key is not None:
-                bias = state_dict[view.bias_key]
-                bias_view = strided((view.rows,), (view.row_stride,), base + view.bias_start)
-                bias_view.copy_(bias)
-                if not bias.dtype.is_floating_point:
-                    self._check_exact_cast(view.bias_key, bias_view, bias)
-                del bias
+            for key, target in zip((view.key, view.bias_key), _views(flat, view), strict=True):
+                if key is None:
+                    continue
+                source = state_dict[key]
+                target.copy_(source)
+                if not source.dtype.is_floating_point:
+                    self._check_exact_cast(key, target, source)
+                del source
 
     def _write_batched(
         self, state_dict: Mapping[str, torch.Tensor], views: Sequence[_EntryView], flat: torch.Tensor
     ) -> None:
         """Copies every tensor with one ``torch._foreach_copy_`` (a loop in C++): the per-call Python and dispatch
         cost of ~200 separate copies is what bounds models with many small tensors (MobileNetV2: 262)."""
-        base, strided = flat.storage_offset(), flat.as_strided
         keys: list[str] = []
         targets: list[torch.Tensor] = []
         for view in views:
-            if view.pair:  # a norm's weight [C] and bias [C] interleaved in their [C, 2] block
-                start = base + view.start
-                keys += (view.key, view.bias_key)
-                targets += (strided((view.rows,), (2,), start), strided((view.rows,), (2,), start + 1))
-                continue
+            weight, bias = _views(flat, view)  # a pair's bias is its [C, 2] block's second column
             keys.append(view.key)
-            targets.append(strided(view.shape, view.strides, base + view.start))
-            if view.bias_key is not None:
+            targets.append(weight)
+            if bias is not None:
                 keys.append(view.bias_key)
-                targets.append(strided((view.rows,), (view.row_stride,), base + view.bias_start))
+                targets.append(bias)
         sources = [state_dict[key] for key in keys]
         torch._foreach_copy_(targets, sources)
         for key, target, source in zip(keys, targets, sources, strict=True):

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -41,6 +40,7 @@ from geosane_hf.generation.bands import BandAdaptationError, adapt_stem, default
 from geosane_hf.generation.calibration import CalibrationReport, batchnorm_layers, calibrate_batchnorm
 from geosane_hf.generation.samplers import SAMPLERS, align_latents, kde_sample, prompt_noise
 from geosane_hf.layer_types import LayerType
+from geosane_hf.runtime import release_freed_memory
 from geosane_hf.token_norm import destandardize, layer_stats, standardize
 from geosane_hf.tokenizer import TokenizedWeights, WeightLayout, WeightTokenizer
 
@@ -139,25 +139,6 @@ def _offload(model: nn.Module) -> nn.Module | None:
             if buffer is not None and name not in module._non_persistent_buffers_set:
                 module._buffers[name] = torch.empty_like(buffer, device="meta")
     return model
-
-
-def _release_freed_memory() -> None:
-    """Hands freed heap pages back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
-
-    The target's init and the prompt's tensors are freed before the tokens / decoded tokens are allocated, but
-    most are smaller than glibc's mmap threshold: without a trim their pages stay resident next to the new
-    (large, mmapped) buffers and the peak RSS counts both.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        _libc().malloc_trim(0)
-
-
-@functools.lru_cache(maxsize=1)
-def _libc() -> Any:
-    import ctypes
-    import ctypes.util
-
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
 def _instantiate(skeleton: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
@@ -549,7 +530,7 @@ def generate_weights(
     # The target's seeded init is only needed for the head (kept in `fitted`) and as the architecture: its
     # tensors go to the meta device and every generated model is the skeleton filled with decoded tensors.
     skeleton = _offload(target)
-    _release_freed_memory()
+    release_freed_memory()
 
     tokenizer = tokenizer or WeightTokenizer(config.token_size, mode=tokenizer_mode)
     with timer("tokenize"):
@@ -592,7 +573,7 @@ def generate_weights(
     layer_types = tokenized.layer_types.to(device)  # [N]
     prompt_layer_types = tokenized.layer_types
     del tokenized  # the tokens [N, T] are not needed any more
-    _release_freed_memory()
+    release_freed_memory()
 
     anchors = prompt_latents[None]  # [A, N, L]
     anchor_ids, anchor_match = ["prompt"], "prompt only"
