@@ -3,6 +3,10 @@
 Every module in :mod:`geosane_hf.commands` that defines ``register(subparsers)`` adds one sub-command, so a
 feature brings its command along without touching this file.
 
+Exit codes: 0 success, 1 an environment error (``OSError``: a missing path, a read-only folder, a full disk) or a
+command that finished with nothing done, 2 bad input (argparse, or any :class:`~geosane_hf.errors.GeoSANEError`),
+printed as one line with secrets redacted. Any other exception is a bug and keeps its traceback.
+
 Example:
     $ geosane --help
 """
@@ -15,6 +19,8 @@ import pkgutil
 import sys
 
 from geosane_hf import __version__, commands
+from geosane_hf.errors import GeoSANEError
+from geosane_hf.redaction import one_line, redact
 from geosane_hf.runtime import tune_cpu_allocator
 
 
@@ -43,9 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
-        # User-facing errors carry their own "expected X, got Y, do Z" message: no traceback.
-        print(f"geosane {args.command}: error: {error}", file=sys.stderr)
+    except GeoSANEError as error:
+        # Bad input or a refused operation: the message says what was expected and what to do; no traceback.
+        print(f"geosane {args.command}: error: {redact(one_line(error))}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        # The environment, not a bug: a missing or unreadable path, a read-only folder, a full disk.
+        print(f"geosane {args.command}: error: {redact(one_line(error))}", file=sys.stderr)
         return 1
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from geosane_hf.errors import GeoSANEError
 from geosane_hf.modeling import GeoSANEConfig, GeoSANEModel
 
 STRIPPED_PREFIXES = ("_orig_mod.", "module.")
@@ -32,7 +33,7 @@ DROPPED_KEYS = ("pe.div_term",)
 _MAX_LISTED = 25
 
 
-class ConversionError(ValueError):
+class ConversionError(GeoSANEError, ValueError):
     """An original checkpoint or params.json that cannot be converted (the message says why and what to do)."""
 
 

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from geosane_hf.atomic_io import write_json, write_text
+from geosane_hf.errors import GeoSANEError
 
 __all__ = ["DemoConfig", "DemoError", "DemoStage", "demo_stages", "run_demo"]
 
@@ -51,7 +52,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 STATE_FILE = "demo_state.json"
 
 
-class DemoError(RuntimeError):
+class DemoError(GeoSANEError, RuntimeError):
     """A demo stage failed; the message names the stage, what was expected and how to resume."""
 
 

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from geosane_hf.errors import GeoSANEError
+
 __all__ = [
     "CollectionEmbeddings",
     "EmbeddingError",
@@ -40,7 +42,7 @@ __all__ = [
 ]
 
 
-class EmbeddingError(ValueError):
+class EmbeddingError(GeoSANEError, ValueError):
     """Bad input to the embedding step (the CLI prints it without a traceback)."""
 
 

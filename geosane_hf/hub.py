@@ -33,17 +33,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from geosane_hf.errors import GeoSANEError
+
 __all__ = ["HubPublishError", "OutputExistsError", "publish_folder", "render_card", "save_timm_repo", "timm_config"]
 
 PROVENANCE_FILENAME = "geosane_generation.json"
 _DROP_CFG = ("hf_hub_id", "hf_hub_filename", "url", "file", "source", "tag", "license", "paper_ids", "origin_url")
 
 
-class HubPublishError(ValueError):
+class HubPublishError(GeoSANEError, ValueError):
     """An upload that did not complete (after retries)."""
 
 
-class OutputExistsError(FileExistsError):
+class OutputExistsError(GeoSANEError, FileExistsError):
     """The output folder exists and overwriting was not asked for."""
 
 

@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 from geosane_hf.atomic_io import copy_file
+from geosane_hf.errors import GeoSANEError
 
 __all__ = ["CachePublishError", "cache_repo_folder", "publish_to_cache"]
 
@@ -37,7 +38,7 @@ LFS_THRESHOLD = 10 * 2**20  # the Hub stores files above this (and every *.safet
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".parquet", ".png")
 
 
-class CachePublishError(ValueError):
+class CachePublishError(GeoSANEError, ValueError):
     """The folder cannot be published into the cache (missing, empty, bad repo id)."""
 
 

@@ -47,6 +47,7 @@ from typing import Any, Literal
 
 import torch
 
+from geosane_hf.errors import GeoSANEError
 from geosane_hf.layer_types import LayerType, classify_tensor
 
 __all__ = [
@@ -70,7 +71,7 @@ Mode = Literal["geosane", "full"]
 _MODES = ("geosane", "full")
 
 
-class TokenizerError(ValueError):
+class TokenizerError(GeoSANEError, ValueError):
     """Bad input to the tokenizer (the message says what was expected and what to do)."""
 
 

@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from geosane_hf.errors import GeoSANEError
+
 MAX_SAMPLES = 8
 MAX_BANDS = 64
 MAX_CLASSES = 10_000
@@ -41,7 +43,7 @@ SAMPLERS = ("prompt-noise", "kde", "bootstrap")
 UNTRAINED_LABEL = "untrained demo model (tiny, random weights)"
 
 
-class InputError(ValueError):
+class InputError(GeoSANEError, ValueError):
     """Input a person can fix; the message is shown as is."""
 
 

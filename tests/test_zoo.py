@@ -189,7 +189,7 @@ def test_cli_zoo_train(tmp_path, capsys):
     assert main(["zoo", "train", "--out", str(tmp_path), "--quick", "--num-models", "1", "--workers", "1"]) == 0
     out = capsys.readouterr().out
     assert "2 models from 1 runs" in out and "statlog_cnn" in out
-    assert main(["zoo", "train", "--out", str(tmp_path), "--quick", "--checkpoints-per-run", "0"]) == 1
+    assert main(["zoo", "train", "--out", str(tmp_path), "--quick", "--checkpoints-per-run", "0"]) == 2
 
 
 @pytest.mark.slow

@@ -168,7 +168,7 @@ def test_cli_registered_and_rejects_bad_kwargs(tmp_path, capsys):
     from geosane_hf.cli import main
 
     code = main(["zoo-experiment", "--model", "m", "--zoo", str(tmp_path), "--out", str(tmp_path), "--kwargs", "[8]"])
-    assert code == 1
+    assert code == 2
     assert "expected --kwargs as a JSON object" in capsys.readouterr().err
 
 

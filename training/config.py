@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geosane_hf.errors import GeoSANEError
+
 __all__ = ["RESUME_KEYS", "TrainingConfig", "TrainingConfigError", "load_config"]
 
 
-class TrainingConfigError(ValueError):
+class TrainingConfigError(GeoSANEError, ValueError):
     """A bad training configuration (unknown key, bad value, or a resume directory from another config)."""
 
 

@@ -47,6 +47,7 @@ import torch
 
 from geosane_hf.augmentations import TwoViewAugmenter, TwoViewConfig, permutation_spec
 from geosane_hf.augmentations.spec import PermutationSpec
+from geosane_hf.errors import GeoSANEError
 from geosane_hf.token_norm import NORMALIZATIONS, LayerStats, layer_stats, standardize
 from geosane_hf.tokenizer import TokenizedWeights, WeightLayout
 
@@ -66,7 +67,7 @@ __all__ = [
 Weighting = Literal["sqrt", "uniform", "tokens"]
 
 
-class TrainingDataError(ValueError):
+class TrainingDataError(GeoSANEError, ValueError):
     """The dataset cannot be trained on (empty, wrong token size, unknown held-out ids ...)."""
 
 

@@ -35,6 +35,7 @@ if __package__ in (None, ""):  # run as a script: make `training` and `geosane_h
 import torch
 
 from geosane_hf.atomic_io import write_json
+from geosane_hf.errors import GeoSANEError
 from training.config import TrainingConfig, TrainingConfigError, load_config
 
 logger = logging.getLogger("geosane.train")
@@ -43,7 +44,7 @@ STATE_FILE = "trainer_state.json"  # step, sampler and scheduler state, config (
 RANK_STATE_FILE = "augment_rng_rank{rank}.json"  # each rank's augmentation generator
 
 
-class TrainingSetupError(ValueError):
+class TrainingSetupError(GeoSANEError, ValueError):
     """Bad input found before training starts (the message says what was expected and what to do)."""
 
 

@@ -30,6 +30,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from geosane_hf.errors import GeoSANEError
+
 __all__ = [
     "GROUP_KINDS",
     "AxisSlot",
@@ -48,7 +50,7 @@ GroupKind = Literal["hidden", "residual", "se", "heads", "head_dims"]
 GROUP_KINDS: tuple[str, ...] = ("hidden", "residual", "se", "heads", "head_dims")
 
 
-class PermutationSpecError(ValueError):
+class PermutationSpecError(GeoSANEError, ValueError):
     """A spec that does not fit a state_dict, or an inconsistent spec."""
 
 

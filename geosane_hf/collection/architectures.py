@@ -29,8 +29,10 @@ from typing import Literal
 import torch
 from torch import nn
 
+from geosane_hf.errors import GeoSANEError
 
-class ArchitectureError(ValueError):
+
+class ArchitectureError(GeoSANEError, ValueError):
     """Unknown architecture name or bad builder arguments."""
 
 

@@ -74,6 +74,7 @@ import torch
 
 from geosane_hf.atomic_io import write_text
 from geosane_hf.checkpoints import read_safetensors_header
+from geosane_hf.errors import GeoSANEError
 from geosane_hf.tokenizer import WeightLayout, WeightTokenizer
 
 __all__ = [
@@ -111,7 +112,7 @@ _PARQUET_OPTIONS: dict[str, Any] = {
 }
 
 
-class DatasetBuildError(ValueError):
+class DatasetBuildError(GeoSANEError, ValueError):
     """Bad input to the dataset builder (the message says what was expected and what to do)."""
 
 

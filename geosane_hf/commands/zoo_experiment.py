@@ -52,16 +52,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the experiment and prints the Markdown report."""
+    from geosane_hf.errors import UsageError
     from geosane_hf.evaluation.zoo_experiment import FinetuneProtocol, ZooExperimentConfig, run_zoo_experiment
 
     try:
         kwargs = json.loads(args.kwargs) if args.kwargs else None
     except json.JSONDecodeError as error:
-        raise ValueError(
+        raise UsageError(
             f"expected --kwargs as a JSON object, e.g. '{{\"width\": 8}}', got {args.kwargs!r}"
         ) from error
     if kwargs is not None and not isinstance(kwargs, dict):
-        raise ValueError(f"expected --kwargs as a JSON object, got {args.kwargs!r}")
+        raise UsageError(f"expected --kwargs as a JSON object, got {args.kwargs!r}")
     config = ZooExperimentConfig(
         architecture=args.architecture,
         architecture_kwargs=kwargs,

@@ -32,13 +32,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from geosane_hf.errors import GeoSANEError
 from geosane_hf.imagery import BandStats, TileSplitConfig, compute_band_stats, tile_scene
 
 TaskKind = Literal["classification", "segmentation", "detection"]
 IGNORE_INDEX = 255
 
 
-class EvaluationError(ValueError):
+class EvaluationError(GeoSANEError, ValueError):
     """Bad input to an evaluation task (data, model or configuration)."""
 
 

@@ -26,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from geosane_hf.errors import GeoSANEError
 from geosane_hf.evaluation.finetune import FinetuneConfig
 
 __all__ = [
@@ -48,7 +49,7 @@ SAMPLERS = ("prompt-noise", "kde", "bootstrap")  # geosane_hf.generation.sampler
 BAND_METHODS = ("wavelength", "repeat", "mean", "random")
 
 
-class ExperimentConfigError(ValueError):
+class ExperimentConfigError(GeoSANEError, ValueError):
     """A bad experiment config: unknown key, task or start, a GeoSANE start without a model, a missing file."""
 
 

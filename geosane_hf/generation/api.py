@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from geosane_hf.errors import GeoSANEError
 from geosane_hf.generation.bands import BandAdaptationError, adapt_stem, default_bands
 from geosane_hf.generation.calibration import CalibrationReport, batchnorm_layers, calibrate_batchnorm
 from geosane_hf.generation.samplers import SAMPLERS, align_latents, kde_sample, prompt_noise
@@ -52,7 +53,7 @@ __all__ = ["GeneratedPrompt", "GenerationError", "GenerationOutput", "generate_w
 _CALIBRATE_CHANNELS_LAST = True
 
 
-class GenerationError(ValueError):
+class GenerationError(GeoSANEError, ValueError):
     """Bad input to weight generation (the CLI prints it without a traceback)."""
 
 

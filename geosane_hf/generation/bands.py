@@ -34,6 +34,8 @@ from typing import Literal
 
 import torch
 
+from geosane_hf.errors import GeoSANEError
+
 __all__ = [
     "BAND_WAVELENGTHS_NM",
     "DEFAULT_BANDS",
@@ -81,7 +83,7 @@ DEFAULT_BANDS: dict[int, tuple[str, ...]] = {
 }
 
 
-class BandAdaptationError(ValueError):
+class BandAdaptationError(GeoSANEError, ValueError):
     """Bad input to band adaptation."""
 
 

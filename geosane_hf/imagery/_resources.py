@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from geosane_hf.errors import GeoSANEError
 
-class MissingDataPackageError(FileNotFoundError):
+
+class MissingDataPackageError(GeoSANEError, FileNotFoundError):
     """A package that ships real remote-sensing data is not installed, or lacks the expected file."""
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from geosane_hf.errors import GeoSANEError
 from geosane_hf.imagery._raster import Grid, grid_of, read_band
 from geosane_hf.imagery._resources import package_data_path
 
@@ -69,7 +70,7 @@ class Confidence(IntEnum):
     HIGH = 3  # "yes", 67-100 %
 
 
-class ImageryError(ValueError):
+class ImageryError(GeoSANEError, ValueError):
     """Bad arguments to an imagery reader or sampler."""
 
 

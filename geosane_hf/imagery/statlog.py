@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geosane_hf.errors import GeoSANEError
 from geosane_hf.imagery._resources import package_data_path
 
 STATLOG_CLASS_CODES: tuple[int, ...] = (1, 2, 3, 4, 5, 7)
@@ -34,7 +35,7 @@ STATLOG_BAND_NAMES: tuple[str, ...] = ("MSS4", "MSS5", "MSS6", "MSS7")
 STATLOG_COMMON_NAMES: tuple[str, ...] = ("green", "red", "nir08", "nir09")
 
 
-class StatlogFormatError(ValueError):
+class StatlogFormatError(GeoSANEError, ValueError):
     """A Statlog file does not have the documented layout."""
 
 

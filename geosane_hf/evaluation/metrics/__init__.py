@@ -6,6 +6,8 @@ from functools import cache
 from importlib.resources import files
 from pathlib import Path
 
+from geosane_hf.errors import GeoSANEError
+
 METRIC_MODULES: dict[str, str] = {
     "accuracy_f1": "accuracy_f1.py",
     "mean_iou": "mean_iou.py",
@@ -13,7 +15,7 @@ METRIC_MODULES: dict[str, str] = {
 }
 
 
-class UnknownMetricError(ValueError):
+class UnknownMetricError(GeoSANEError, ValueError):
     """A metric name that has no local module."""
 
 
