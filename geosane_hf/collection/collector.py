@@ -32,20 +32,28 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
+import pickle
+import struct
 import time
+import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from geosane_hf.atomic_io import write_text
 from geosane_hf.checkpoints import LoadedCheckpoint, TensorSpec, load_checkpoint, save_safetensors
 from geosane_hf.collection.manifest import ArchitectureSpec, CollectionManifest, ManifestEntry
+from geosane_hf.errors import GeoSANEError
+from geosane_hf.redaction import one_line, redact
+from geosane_hf.safe_paths import check_name, resolve_inside
 
 __all__ = [
     "COMMON_PREFIXES",
@@ -73,12 +81,27 @@ COMMON_PREFIXES = ("module.", "model.", "backbone.", "encoder.", "encoder_q.", "
 # Buffers that old checkpoints lack (BatchNorm's counter, added in PyTorch 0.4.1) and that do not change what the
 # network computes in eval mode: filled with zeros when missing, and listed in the record's `filled_keys`.
 FILLABLE_SUFFIXES = ("num_batches_tracked",)
-# Errors that make one entry fail without stopping the collection (bad files, bad specs, builders that reject
-# their kwargs). Anything else is a bug and propagates.
-_ENTRY_ERRORS = (ValueError, OSError, RuntimeError, TypeError, KeyError, ImportError)
+# Errors that make one entry fail without stopping the collection: bad files (including what the file-format
+# libraries raise for corrupt input, which is not always an OSError/ValueError), bad specs, builders that reject their
+# kwargs. Anything else is a bug and propagates.
+_ENTRY_ERRORS = (
+    ValueError,
+    OSError,
+    RuntimeError,
+    TypeError,
+    KeyError,
+    ImportError,
+    EOFError,
+    zipfile.BadZipFile,
+    pickle.UnpicklingError,
+    struct.error,
+    SafetensorError,
+)
+# A full disk fails every later entry the same way: the run stops there and reports what was collected.
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-class CollectionError(ValueError):
+class CollectionError(GeoSANEError, ValueError):
     """An entry that cannot be collected; the message says why and what to do."""
 
 
@@ -94,7 +117,8 @@ class CollectedModel:
         id: The manifest id.
         file: Path of the safetensors file, relative to the collection folder.
         file_bytes: Size of that file (resuming checks it).
-        content_sha256: sha256 over the keys, dtypes, shapes and bytes of every tensor, in order (dedupe key).
+        content_sha256: sha256 over the keys, dtypes, shapes and bytes of every tensor, in key order (dedupe key:
+            the same tensors saved in another key order have the same hash).
         spec_sha256: sha256 of the manifest entry's definition (resuming recollects when it changed).
         num_parameters: Number of floating-point values.
         num_tensors: Number of tensors.
@@ -131,7 +155,8 @@ class CollectedModel:
 
 @dataclass
 class FailedEntry:
-    """An entry that was skipped, with the reason (``kind`` is "error" or "duplicate")."""
+    """An entry that was skipped, with the reason (``kind``: "error", "duplicate" or "not-attempted" after a full
+    disk)."""
 
     id: str
     reason: str
@@ -211,11 +236,17 @@ def read_index(root: str | os.PathLike) -> list[CollectedModel]:
         if not line.strip():
             continue
         try:
-            models.append(CollectedModel(**json.loads(line)))
+            model = CollectedModel(**json.loads(line))
         except (json.JSONDecodeError, TypeError) as error:
             raise CollectionError(
                 f"{path}:{number} is not a collection record ({error}); delete the line or rebuild the collection."
             ) from error
+        # An index names files inside its own folder only: a copied or edited index must not lead elsewhere.
+        check_name(model.id, f"{path}:{number} id")
+        resolve_inside(root, model.file, f"{path}:{number} file")
+        if not isinstance(model.file_bytes, int) or model.file_bytes < 0:
+            raise CollectionError(f"{path}:{number}: expected file_bytes >= 0, got {model.file_bytes!r}.")
+        models.append(model)
     return models
 
 
@@ -262,14 +293,15 @@ def _specs_of(state_dict: Mapping[str, Any]) -> dict[str, TensorSpec]:
 
 
 def content_hash(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """sha256 over every tensor's key, dtype, shape and bytes, in order: equal for equal checkpoints.
+    """sha256 over every tensor's key, dtype, shape and bytes, in sorted key order: equal for equal checkpoints,
+    whatever order their keys were saved in.
 
     Example:
-        >>> content_hash({"w": torch.ones(2)}) == content_hash({"w": torch.ones(2)})
+        >>> content_hash({"w": torch.ones(2), "b": torch.zeros(1)}) == content_hash({"b": torch.zeros(1), "w": torch.ones(2)})
         True
     """
     digest = hashlib.sha256()
-    for key in state_dict:
+    for key in sorted(state_dict):
         _update_hash(digest, key, state_dict[key])
     return digest.hexdigest()
 
@@ -471,7 +503,7 @@ def _prepare(entry: ManifestEntry, manifest: CollectionManifest) -> _Prepared:
 def _check_and_hash(state_dict: Mapping[str, torch.Tensor]) -> str:
     """One pass, one tensor at a time: rejects NaN/Inf and returns :func:`content_hash`."""
     digest = hashlib.sha256()
-    for key in state_dict:
+    for key in sorted(state_dict):
         tensor = state_dict[key]
         if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
@@ -522,7 +554,7 @@ def collect_entry(
         raise DuplicateModelError(
             f"duplicate of {owner!r} (identical tensors, sha256 {digest[:12]}); kept the first, remove one entry."
         )
-    relative = f"{MODELS_DIRNAME}/{entry.id}.safetensors"
+    relative = f"{MODELS_DIRNAME}/{check_name(entry.id, 'manifest entry id')}.safetensors"
     path = Path(root) / relative
     save_safetensors(
         prepared.state_dict, path, metadata={"geosane.model_id": entry.id, "geosane.content_sha256": digest}
@@ -596,12 +628,16 @@ def collect(
     done: dict[str, CollectedModel] = {}
     failed: list[FailedEntry] = []
     reused: list[str] = []
+    disk_full: str | None = None
     bar = tqdm(manifest.entries, desc=f"collect {manifest.name}", unit="model", disable=not progress)
     for entry in bar:
         bar.set_postfix_str(entry.id[:40], refresh=False)
         if entry.id in reusable:
             done[entry.id] = reusable[entry.id]
             reused.append(entry.id)
+            continue
+        if disk_full is not None:
+            failed.append(FailedEntry(id=entry.id, reason=f"not attempted: {disk_full}", kind="not-attempted"))
             continue
         try:
             model = collect_entry(entry, manifest, root, seen_hashes=owner_of_hash)
@@ -610,19 +646,31 @@ def collect(
             continue
         except _ENTRY_ERRORS as error:
             failed.append(FailedEntry(id=entry.id, reason=f"{type(error).__name__}: {_one_line(error)}"))
+            if isinstance(error, OSError) and error.errno in _DISK_FULL:
+                disk_full = f"the disk is full ({_one_line(error)}); free space and rerun to resume"
             continue
         owner_of_hash[model.content_sha256] = entry.id
         done[entry.id] = model
         # Every step leaves a valid index: this run's models plus the earlier runs' reusable ones.
-        write_index(root, _in_order(manifest, {**reusable, **done}))
+        try:
+            write_index(root, _in_order(manifest, {**reusable, **done}))
+        except OSError as error:  # the old index stays in place (atomic write); later entries would fail alike
+            disk_full = f"could not update {INDEX_FILENAME} ({_one_line(error)}); fix the folder and rerun to resume"
     bar.close()
     collected = _in_order(manifest, done)
-    write_index(root, collected)
     report = CollectionReport(
         collected=collected, failed=failed, reused=reused, root=root, seconds=time.perf_counter() - start
     )
-    write_text(root / REPORT_MARKDOWN, report.to_markdown())
-    write_text(root / REPORT_JSON, json.dumps(report.to_dict(), indent=2) + "\n")
+    try:
+        write_index(root, collected)
+        write_text(root / REPORT_MARKDOWN, report.to_markdown())
+        write_text(root / REPORT_JSON, json.dumps(report.to_dict(), indent=2) + "\n")
+    except OSError as error:
+        raise CollectionError(
+            f"could not write the index or report in {str(root)!r} ({_one_line(error)}); the collection.jsonl there "
+            f"is the last complete one. {len(collected)} collected, {len(failed)} skipped in this run: fix the folder "
+            "(free space, permissions) and rerun the same command to resume."
+        ) from error
     return report
 
 
@@ -631,5 +679,4 @@ def _in_order(manifest: CollectionManifest, models: dict[str, CollectedModel]) -
 
 
 def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return text if len(text) <= 600 else text[:597] + "..."
+    return redact(one_line(error, limit=600))

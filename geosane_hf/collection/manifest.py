@@ -25,6 +25,9 @@ from typing import Any, ClassVar, Literal, get_args
 
 import yaml
 
+from geosane_hf.errors import GeoSANEError
+from geosane_hf.safe_paths import check_name, resolve_inside
+
 SourceKind = Literal["hub", "local", "packaged", "zoo", "timm"]
 ArchitectureLibrary = Literal["timm", "torchvision", "geosane"]
 Role = Literal["rs-model", "prompt"]
@@ -33,7 +36,7 @@ KeyMap = Literal["by-name", "by-order"]
 MANIFEST_VERSION = 1
 
 
-class ManifestError(ValueError):
+class ManifestError(GeoSANEError, ValueError):
     """A manifest that does not follow the schema; the message names the entry, the field and what is expected."""
 
 
@@ -319,6 +322,8 @@ def manifest_from_zoo(zoo_dir: str | os.PathLike, name: str | None = None) -> Co
         )
     models = []
     for number, record in enumerate(index["models"]):
+        if isinstance(record, dict) and "file" in record:
+            resolve_inside(root, record["file"], f"{index_path}: models[{number}].file")
         try:
             metrics = _flat_metrics(record.get("test_metrics") or {}, "test_")
             entry: dict[str, Any] = {
@@ -378,6 +383,7 @@ def _parse_entry(raw: Any, where: str) -> ManifestEntry:
     _reject_unknown(raw, _field_names(ManifestEntry), where)
     if not isinstance(raw.get("id"), str) or not raw["id"]:
         raise ManifestError(f"{where}: every entry needs a non-empty string `id`.")
+    check_name(raw["id"], f"{where} id")  # the id names the collected file: models/<id>.safetensors
     where = f"{where} ({raw['id']})"
     source_raw = raw.get("source")
     if not isinstance(source_raw, dict):

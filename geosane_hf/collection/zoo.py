@@ -34,6 +34,7 @@ from torch import nn
 
 from geosane_hf.atomic_io import write_json
 from geosane_hf.collection.architectures import build_architecture, count_parameters
+from geosane_hf.errors import GeoSANEError
 from geosane_hf.imagery import (
     CLOUD_CLASS_NAMES,
     STATLOG_CLASS_NAMES,
@@ -44,6 +45,7 @@ from geosane_hf.imagery import (
     load_landsat8_scene,
     load_statlog,
 )
+from geosane_hf.safe_paths import resolve_inside
 
 INDEX_FILENAME = "index.json"
 INDEX_FORMAT = "geosane-zoo"
@@ -58,7 +60,7 @@ CLOUD_TILES = TileSplitConfig(tile_size=16, stride=None, block_size=96, test_eve
 TaskKind = Literal["classification", "segmentation"]
 
 
-class ZooError(ValueError):
+class ZooError(GeoSANEError, ValueError):
     """Bad zoo settings or an output folder that holds another population."""
 
 
@@ -720,7 +722,7 @@ def load_zoo_model(out_dir: str | os.PathLike, record: dict[str, Any]) -> nn.Mod
     """
     from safetensors.torch import load_file
 
-    path = Path(out_dir) / record["file"]
+    path = resolve_inside(out_dir, record["file"], f"zoo record {record.get('id')!r} file")
     if not path.exists():
         raise FileNotFoundError(
             f"expected the weights of {record['id']!r} at {path}, got no file; rerun `geosane zoo train`"
