@@ -411,12 +411,36 @@ def save_safetensors(
     try:
         save_file(tensors, tmp, metadata=meta)
         with open(tmp, "rb+") as f:
+            _sort_header_metadata(f, tmp)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _sort_header_metadata(f: Any, path: str) -> None:
+    """Rewrites a safetensors header in place with ``__metadata__`` in sorted key order.
+
+    safetensors serialises the metadata from a hash map, so the same tensors and metadata give different bytes
+    from one process to the next (and a different Hub content hash). Reordering keys does not change the header's
+    length; the header keeps its size (trailing spaces pad it, as the format allows), so the tensor data and its
+    alignment stay where they are.
+    """
+    (length,) = struct.unpack("<Q", f.read(8))
+    header = json.loads(f.read(length))
+    metadata = header.pop("__metadata__", None)
+    if not metadata:
+        return
+    ordered = {"__metadata__": dict(sorted(metadata.items())), **header}
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(text) > length:  # not expected (same content, other order); keep the valid original rather than fail
+        logger.warning("%s: could not sort the safetensors metadata in place; the file bytes may vary", path)
+        return
+    f.seek(8)
+    f.write(text + b" " * (length - len(text)))
+    f.flush()
 
 
 # ----------------------------------------------------------------------------------------------------------------

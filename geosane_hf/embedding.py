@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,10 +174,9 @@ def embed_collection(
 
 def save_embeddings(embeddings: CollectionEmbeddings, path: str | os.PathLike) -> Path:
     """Writes ``embeddings.safetensors`` (tensor ``vectors``) with the labels as JSON metadata, atomically."""
-    from safetensors.torch import save_file
+    from geosane_hf.checkpoints import save_safetensors
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
         "ids": json.dumps(embeddings.ids),
         "architectures": json.dumps(embeddings.architectures),
@@ -187,14 +185,7 @@ def save_embeddings(embeddings: CollectionEmbeddings, path: str | os.PathLike) -
         "geosane_model": embeddings.geosane_model,
         "extra": json.dumps(embeddings.extra),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({"vectors": embeddings.vectors.contiguous()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_safetensors({"vectors": embeddings.vectors.contiguous()}, path, metadata=metadata)  # atomic, sorted header
     return path
 
 

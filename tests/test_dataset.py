@@ -153,7 +153,7 @@ def test_card_has_configs_table_licenses_and_loading(built):
     assert 'load_dataset("PATH_OR_REPO_ID", "tokens"' in card and "{{" not in card
 
 
-def test_a_crash_mid_build_leaves_earlier_shards_valid(collection, tmp_path):
+def test_a_build_that_fails_midway_leaves_no_output_and_keeps_an_earlier_build(collection, tmp_path):
     broken = tmp_path / "broken"
     (broken / "models").mkdir(parents=True)
     records = read_index(collection)
@@ -161,19 +161,25 @@ def test_a_crash_mid_build_leaves_earlier_shards_valid(collection, tmp_path):
         (broken / record.file).write_bytes((collection / record.file).read_bytes())
     bad = _mixed_state_dict(3)
     bad["head.weight"][0, 0] = float("nan")
-    save_safetensors(bad, broken / "models" / "zz-nan.safetensors")  # sorted last: fails after the others
-    nan_record = type(records[0])(**{**records[0].__dict__, "id": "zz-nan", "file": "models/zz-nan.safetensors"})
-    write_index(broken, [*records, nan_record])
+    path = broken / "models" / "zz-nan.safetensors"
+    save_safetensors(bad, path)
+    nan_record = type(records[0])(
+        **{
+            **records[0].__dict__,
+            "id": "zz-nan",
+            "file": "models/zz-nan.safetensors",
+            "file_bytes": path.stat().st_size,
+        }
+    )
+    write_index(broken, [*records, nan_record])  # sorted last: fails after the others were written
     with pytest.raises(DatasetBuildError, match="NaN/Inf"):
         build_dataset(broken, tmp_path / "out", SMALL, progress=False)
-    shards = sorted((tmp_path / "out" / "tokens").glob("train-*.parquet"))
-    assert shards, "the shards completed before the failure are kept"
-    ids = set()
-    for shard in shards:
-        ids |= set(pq.read_table(shard).column("model_id").to_pylist())  # every kept shard reads back whole
-    assert "zz-nan" not in ids
-    assert not list((tmp_path / "out").rglob(".train-*"))  # no temp file left behind
-    assert not (tmp_path / "out" / "models" / "train-00000.parquet").exists()  # models table only after success
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".out.lock") == ["broken"]  # nothing half-built
+    build_dataset(collection, tmp_path / "out", SMALL, progress=False)
+    before = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    with pytest.raises(DatasetBuildError, match="NaN/Inf"):
+        build_dataset(broken, tmp_path / "out", SMALL, progress=False)
+    assert {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()} == before  # the old build stays
 
 
 def test_missing_collection_is_a_clear_error(tmp_path):

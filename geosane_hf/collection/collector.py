@@ -48,7 +48,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 
-from geosane_hf.atomic_io import write_text
+from geosane_hf.atomic_io import exclusive_lock, write_text
 from geosane_hf.checkpoints import LoadedCheckpoint, TensorSpec, load_checkpoint, save_safetensors
 from geosane_hf.collection.manifest import ArchitectureSpec, CollectionManifest, ManifestEntry
 from geosane_hf.errors import GeoSANEError
@@ -614,13 +614,22 @@ def collect(
     Returns:
         A :class:`CollectionReport`; it is also written as ``report.md`` and ``report.json`` in ``output_dir``.
         The index lists the models of this manifest only, in manifest order.
-    """
-    from tqdm.auto import tqdm
 
+    Raises:
+        OutputBusyError: Another ``collect`` is writing ``output_dir``.
+        CollectionError: The index or report could not be written (the last complete index stays).
+    """
     start = time.perf_counter()
     if not isinstance(manifest, CollectionManifest):
         manifest = CollectionManifest.from_yaml(manifest)
     root = Path(output_dir)
+    with exclusive_lock(root, "geosane collect"):  # one collector per folder: two would interleave the index
+        return _collect(manifest, root, progress=progress, start=start)
+
+
+def _collect(manifest: CollectionManifest, root: Path, *, progress: bool, start: float) -> CollectionReport:
+    from tqdm.auto import tqdm
+
     (root / MODELS_DIRNAME).mkdir(parents=True, exist_ok=True)
     previous = {m.id: m for m in read_index(root)}
     reusable = {e.id: previous[e.id] for e in manifest.entries if _reusable(previous.get(e.id), e, root)}

@@ -28,9 +28,10 @@ model's tokens start at chunk boundaries: chunk ``c`` holds tokens ``[c * chunk_
 across layer boundaries, so one giant model never has to fit in one row.
 
 Determinism: models in id order, fixed row-group size, no timestamps, fixed writer options: the same collection
-and settings give byte-identical shards. Atomic: each shard is written under a hidden temporary name and renamed
-when complete, so a crash mid-build leaves the earlier shards valid (and no partial file matches the data files
-pattern); the ``models`` table and the card are written last.
+and settings give byte-identical shards. Atomic: the whole build happens in a hidden sibling folder, each shard
+written under a temporary name, verified after it is closed (row count and footer) and renamed; the folder replaces
+the output only when complete (:func:`geosane_hf.atomic_io.staged_dir`), so a failed, full-disk or killed (re)build
+leaves the earlier dataset as it was, and two builds into one folder cannot mix (the second is refused).
 
 Memory: the tokens are produced chunk by chunk (:func:`iter_token_chunks`), from the tokenizer's layout (planned
 from shapes alone) and one tensor at a time of the (lazy, safetensors) state_dict. The peak is about one layer's
@@ -59,6 +60,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import struct
@@ -72,7 +74,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from geosane_hf.atomic_io import write_text
+from geosane_hf.atomic_io import exclusive_lock, remove_stale_stages, staged_dir, write_text, write_with
 from geosane_hf.checkpoints import read_safetensors_header
 from geosane_hf.errors import GeoSANEError
 from geosane_hf.tokenizer import WeightLayout, WeightTokenizer
@@ -607,6 +609,7 @@ class _Shard:
         self.schema = schema
         self.compression = compression
         self.writer: Any = None
+        self.rows = 0  # rows handed to the writer: what the closed file must hold
 
     def write(self, table: Any) -> None:
         import pyarrow.parquet as pq
@@ -614,11 +617,14 @@ class _Shard:
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.tmp, self.schema, compression=self.compression, **_PARQUET_OPTIONS)
         self.writer.write_table(table, row_group_size=max(1, table.num_rows))
+        self.rows += table.num_rows
 
     def finish(self) -> None:
         self.writer.close()
-        os.replace(self.tmp, self.final)
         self.writer = None
+        # pyarrow's close() does not always raise after a failed write (a full disk): check the file is whole.
+        _verify_parquet(self.tmp, self.rows)
+        os.replace(self.tmp, self.final)
 
     def abort(self) -> None:
         try:
@@ -709,15 +715,31 @@ class _ShardWriters:
         return [s.final for s in self.shards]
 
 
+def _verify_parquet(path: Path, rows: int) -> None:
+    """Raises unless ``path`` is a complete Parquet file (footer readable) holding ``rows`` rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        found = pq.read_metadata(path).num_rows
+    except (OSError, pa.ArrowException) as error:
+        raise OSError(
+            errno.EIO, f"the Parquet file written at {path} is incomplete ({error}); is the disk full?"
+        ) from error
+    if found != rows:
+        raise OSError(errno.EIO, f"the Parquet file written at {path} holds {found} rows, expected {rows}")
+
+
 def _write_table_atomic(table: Any, path: Path, compression: str) -> None:
     import pyarrow.parquet as pq
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        pq.write_table(table, tmp, compression=compression, row_group_size=max(1, table.num_rows), version="2.6")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_with(
+        path,
+        lambda tmp: pq.write_table(
+            table, tmp, compression=compression, row_group_size=max(1, table.num_rows), version="2.6"
+        ),
+        verify=lambda tmp: _verify_parquet(tmp, table.num_rows),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -758,15 +780,20 @@ def _model_row(record: Any, layout: WeightLayout, num_chunks: int, config: Datas
     }
 
 
-def _clear_previous(out_dir: Path) -> None:
-    """Removes the shards of an earlier build in ``out_dir`` (only files this builder names)."""
-    for sub in (TOKENS_DIR, MODELS_DIR):
-        folder = out_dir / sub
-        if folder.is_dir():
-            for path in folder.glob("train-*.parquet"):
-                path.unlink()
-            for path in folder.glob(".train-*.parquet.tmp-*"):
-                path.unlink()
+_BUILD_OUTPUTS = ("README.md", TOKENS_DIR, MODELS_DIR)  # what a build writes: all an earlier build may hold
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Refuses an output that is not a folder holding nothing or an earlier build (it is replaced as a whole)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DatasetBuildError(f"expected a dataset folder at {str(out_dir)!r}, got a file; choose another --out")
+    if out_dir.is_dir():
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in _BUILD_OUTPUTS)
+        if foreign:
+            raise DatasetBuildError(
+                f"expected {str(out_dir)!r} to be empty or an earlier build (only {list(_BUILD_OUTPUTS)}), found "
+                f"{foreign[:10]}; a rebuild replaces the folder as a whole, so choose another --out or move them."
+            )
 
 
 def build_dataset(
@@ -778,9 +805,14 @@ def build_dataset(
 ) -> DatasetBuildResult:
     """Tokenizes every model of a collection (``geosane collect``) into a Parquet dataset folder.
 
+    The build is all or nothing: it happens in a hidden sibling folder that replaces ``out_dir`` only once every
+    shard is written, closed and verified, so a failed or killed rebuild leaves the earlier complete dataset in
+    place (and no reader, ``datasets.load_dataset`` or :func:`push_dataset_to_hub`, ever sees a partial one). A
+    second build into the same folder while one runs is refused (:class:`~geosane_hf.atomic_io.OutputBusyError`).
+
     Args:
         collection_dir: A folder with ``collection.jsonl`` and ``models/*.safetensors``.
-        out_dir: The dataset folder (created; shards of an earlier build there are replaced).
+        out_dir: The dataset folder: new, empty, or an earlier build (replaced as a whole).
         config: Settings (mode, token size, chunk size, shard size ...).
         progress: Show a progress bar (per model, with the bytes tokenized).
 
@@ -788,18 +820,32 @@ def build_dataset(
         A :class:`DatasetBuildResult`.
 
     Raises:
-        DatasetBuildError: No collection in ``collection_dir``, a missing model file, NaN/Inf weights.
+        DatasetBuildError: No collection in ``collection_dir``, a missing or changed model file, NaN/Inf weights,
+            an ``out_dir`` holding other files.
         TokenizerError: A model the tokenizer rejects (the message names the tensor).
+        OutputBusyError: Another build is writing ``out_dir``.
     """
-    import pyarrow as pa
-    from tqdm.auto import tqdm
-
-    from geosane_hf.collection.collector import read_index
-
     start = time.perf_counter()
     config = config or DatasetBuildConfig()
     config.validate()
     collection_dir, out_dir = Path(collection_dir), Path(out_dir)
+    records = _checked_records(collection_dir)
+    _check_out_dir(out_dir)
+    with exclusive_lock(out_dir, "build-dataset"):
+        _check_out_dir(out_dir)  # again under the lock: another writer may have finished meanwhile
+        remove_stale_stages(out_dir)  # left by a killed build
+        with staged_dir(out_dir) as stage:
+            result = _build_into(stage, records, collection_dir, config, progress)
+    result.out_dir = out_dir
+    result.parquet_bytes = sum(p.stat().st_size for p in out_dir.glob("*/train-*.parquet"))
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _checked_records(collection_dir: Path) -> list[Any]:
+    """The collection's records in id order, each with its file present at the recorded size."""
+    from geosane_hf.collection.collector import read_index
+
     records = sorted(read_index(collection_dir), key=lambda r: r.id)
     if not records:
         raise DatasetBuildError(
@@ -807,14 +853,35 @@ def build_dataset(
             f"MANIFEST --out {collection_dir}`"
         )
     for record in records:
-        if not (collection_dir / record.file).is_file():
+        path = collection_dir / record.file
+        if not path.is_file():
             raise DatasetBuildError(
                 f"model {record.id!r} is listed in {collection_dir / 'collection.jsonl'} but {record.file} is missing; "
                 "rerun `geosane collect` on the same folder to restore it"
             )
+        if path.stat().st_size != record.file_bytes:
+            raise DatasetBuildError(
+                f"model {record.id!r}: {record.file} has {path.stat().st_size} bytes, but collection.jsonl records "
+                f"{record.file_bytes}; the file changed after collecting: rerun `geosane collect` on the same folder."
+            )
+        recorded = read_safetensors_header(path).metadata.get("geosane.content_sha256")
+        if recorded is not None and recorded != record.content_sha256:
+            raise DatasetBuildError(
+                f"model {record.id!r}: {record.file} holds other tensors (content sha256 {recorded[:12]}) than "
+                f"collection.jsonl records ({record.content_sha256[:12]}); rerun `geosane collect` on the same folder."
+            )
+    return records
+
+
+def _build_into(
+    out_dir: Path, records: list[Any], collection_dir: Path, config: DatasetBuildConfig, progress: bool
+) -> DatasetBuildResult:
+    """Writes the shards, the models table and the card into the (staging) folder ``out_dir``."""
+    import pyarrow as pa
+    from tqdm.auto import tqdm
+
     (out_dir / TOKENS_DIR).mkdir(parents=True, exist_ok=True)
     (out_dir / MODELS_DIR).mkdir(parents=True, exist_ok=True)
-    _clear_previous(out_dir)
     tokenizer = WeightTokenizer(token_size=config.token_size, mode=config.mode)
     # Parquet encoding of the token lists is the slowest step: two writer threads encode two shards at once while
     # the main thread fills the next window. Three windows of one row group each bound the memory, not the models.
@@ -875,8 +942,6 @@ def build_dataset(
         ],
     )
     write_text(out_dir / "README.md", render_dataset_card(result, model_rows, config, collection_dir))
-    result.parquet_bytes = sum(p.stat().st_size for p in out_dir.glob("*/train-*.parquet"))
-    result.seconds = time.perf_counter() - start
     return result
 
 
