@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -244,8 +245,11 @@ def _train(config: DemoConfig) -> dict[str, Any]:
     ]
     if config.train_steps is not None:
         command += ["--num_steps", str(config.train_steps)]
-    if config.resume and any((out / "checkpoints").glob("checkpoint_*")):
-        command.append("--resume")
+    if out.is_dir() and any(out.iterdir()):
+        if not config.resume:  # the training script refuses to mix two runs in one folder
+            shutil.rmtree(out)
+        else:  # continues from the last complete checkpoint (or starts over when none was saved)
+            command.append("--resume")
     env = {**os.environ, "OMP_NUM_THREADS": str(config.train_threads)}
     completed = subprocess.run(command, env=env, cwd=REPO_ROOT)
     if completed.returncode != 0:

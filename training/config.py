@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,18 +86,27 @@ class TrainingConfig:
         return config
 
     def validate(self) -> None:
-        """Raises :class:`TrainingConfigError` on a bad value."""
+        """Raises :class:`TrainingConfigError` on a value of the wrong type or out of range (before any work)."""
 
         def need(ok: bool, name: str, expected: str) -> None:
             if not ok:
-                raise TrainingConfigError(f"training config {name}: expected {expected}, got {getattr(self, name)!r}.")
+                value = getattr(self, name)
+                hint = ""
+                if isinstance(value, str) and _is_number(value):
+                    hint = (
+                        " (YAML reads a number such as 1e-3 without a decimal point as a string: write 1.0e-3, "
+                        "or 0.001)"
+                    )
+                raise TrainingConfigError(f"training config {name}: expected {expected}, got {value!r}{hint}.")
 
+        for item in dataclasses.fields(self):  # the declared type first: every later check may rely on it
+            value = getattr(self, item.name)
+            kind = _FIELD_KINDS.get(str(item.type))
+            if kind is not None:
+                need(kind[0](value), item.name, kind[1])
         need(self.weighting in ("sqrt", "uniform", "tokens"), "weighting", "'sqrt', 'uniform' or 'tokens'")
         need(self.schedule in ("onecycle", "cosine", "constant"), "schedule", "'onecycle', 'cosine' or 'constant'")
         need(self.mixed_precision in ("auto", "no", "bf16", "fp16"), "mixed_precision", "auto | no | bf16 | fp16")
-        for item in dataclasses.fields(self):
-            if item.type == "bool":  # permute, use_layer_types, fused_optimizer ...: YAML true/false only
-                need(isinstance(getattr(self, item.name), bool), item.name, "true or false")
         for name in ("batch_size", "num_steps", "gradient_accumulation_steps", "eval_batch_size"):
             need(isinstance(getattr(self, name), int) and getattr(self, name) > 0, name, "a positive integer")
         for name in ("log_every", "eval_every", "checkpoint_every", "holdout_every"):
@@ -106,10 +116,23 @@ class TrainingConfig:
             "window_size",
             "a positive integer or null",
         )
-        need(self.learning_rate > 0, "learning_rate", "a positive number")
+        need(self.learning_rate > 0, "learning_rate", "a positive finite number")
         need(0 <= self.warmup_fraction < 1, "warmup_fraction", "a number in [0, 1)")
-        need(len(self.adam_betas) == 2, "adam_betas", "two numbers")
-        need(self.noise_sigma >= 0 and 0 <= self.erase_rate <= 1, "noise_sigma", "sigma >= 0 and erase_rate in [0, 1]")
+        need(
+            len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
+            "adam_betas",
+            "two numbers in [0, 1)",
+        )
+        need(self.noise_sigma >= 0, "noise_sigma", "a finite number >= 0")
+        need(0 <= self.erase_rate <= 1, "erase_rate", "a number in [0, 1]")
+        need(self.weight_decay >= 0, "weight_decay", "a finite number >= 0")
+        need(self.max_grad_norm >= 0, "max_grad_norm", "a finite number >= 0 (0 disables clipping)")
+        need(
+            self.checkpoints_total_limit is None or self.checkpoints_total_limit >= 1,
+            "checkpoints_total_limit",
+            "an integer >= 1 (the checkpoints kept) or null (keep all)",
+        )
+        need(self.torch_threads is None or self.torch_threads >= 1, "torch_threads", "an integer >= 1 or null")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON dict of the fields."""
@@ -144,6 +167,34 @@ RESUME_KEYS = (
     "max_grad_norm",
     "seed",
 )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+# The type check of each annotation used by TrainingConfig (the annotations are strings: `from __future__`).
+_FIELD_KINDS: dict[str, tuple[Any, str]] = {
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "int": (_is_int, "an integer"),
+    "float": (_is_finite, "a finite number"),
+    "int | None": (lambda v: v is None or _is_int(v), "an integer or null"),
+    "list[str]": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings"),
+    "list[float]": (lambda v: isinstance(v, list) and all(_is_finite(x) for x in v), "a list of finite numbers"),
+    "dict[str, Any]": (lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v), "a mapping"),
+}
 
 
 def _parse_value(text: str) -> Any:

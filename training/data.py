@@ -284,6 +284,12 @@ def load_training_data(
             )
         values = flat_tokens.reshape(-1, token_size)[index]  # [N, T]
         real = flat_real[index].astype(np.int64)  # [N]
+        if not np.isfinite(values).all():  # one NaN would make every loss NaN and the saved model all NaN
+            bad = int((~np.isfinite(values)).sum())
+            raise TrainingDataError(
+                f"expected finite token values, got {bad} NaN/Inf values in model {mid!r}; rebuild the dataset with "
+                "`geosane build-dataset` (it rejects NaN/Inf weights) or hold the model out of the collection."
+            )
         tokenized = TokenizedWeights(
             tokens=torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)),
             mask=torch.from_numpy(arange_t[None, :] < real[:, None]),

@@ -19,11 +19,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +37,7 @@ if __package__ in (None, ""):  # run as a script: make `training` and `geosane_h
 
 import torch
 
-from geosane_hf.atomic_io import write_json
+from geosane_hf.atomic_io import exclusive_lock, write_json
 from geosane_hf.errors import GeoSANEError
 from training.config import TrainingConfig, TrainingConfigError, load_config
 
@@ -46,6 +49,10 @@ RANK_STATE_FILE = "augment_rng_rank{rank}.json"  # each rank's augmentation gene
 
 class TrainingSetupError(GeoSANEError, ValueError):
     """Bad input found before training starts (the message says what was expected and what to do)."""
+
+
+class TrainingDivergedError(GeoSANEError, RuntimeError):
+    """The loss or the weights became NaN/Inf: the run stops before it saves them (earlier checkpoints stay)."""
 
 
 @dataclass
@@ -165,6 +172,11 @@ def lr_lambda(schedule: str, num_steps: int, warmup_fraction: float):
     return factor
 
 
+CHECKPOINTS_DIR = "checkpoints"
+_STAGE_SUFFIX = ".partial"  # `.checkpoint_<n>.partial`: a save in progress, renamed to checkpoint_<n> when complete
+_DELETE_SUFFIX = ".deleting"  # `.checkpoint_<n>.deleting`: an old checkpoint being removed (checkpoints_total_limit)
+
+
 def _checkpoint_index(path: Path) -> int:
     name = path.name
     if not name.startswith("checkpoint_") or not name[len("checkpoint_") :].isdigit():
@@ -183,10 +195,60 @@ def find_resume_dir(resume: str, output_dir: Path) -> Path | None:
             )
         _checkpoint_index(path)
         return path
-    folder = output_dir / "checkpoints"
-    candidates = [p for p in folder.glob("checkpoint_*") if (p / STATE_FILE).is_file()] if folder.is_dir() else []
-    candidates = [p for p in candidates if p.name[len("checkpoint_") :].isdigit()]
-    return max(candidates, key=_checkpoint_index) if candidates else None
+    candidates = complete_checkpoints(output_dir)
+    return candidates[-1] if candidates else None
+
+
+def complete_checkpoints(output_dir: Path) -> list[Path]:
+    """The ``checkpoints/checkpoint_<n>`` folders whose trainer state was written (the last file of a save), by n."""
+    folder = output_dir / CHECKPOINTS_DIR
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.glob("checkpoint_*") if p.name[len("checkpoint_") :].isdigit()]
+    return sorted((p for p in found if (p / STATE_FILE).is_file()), key=_checkpoint_index)
+
+
+def incomplete_checkpoints(output_dir: Path) -> list[Path]:
+    """What interrupted saves and deletions left in ``checkpoints/``: staged folders and states without
+    ``trainer_state.json`` (written by versions that saved in place)."""
+    folder = output_dir / CHECKPOINTS_DIR
+    if not folder.is_dir():
+        return []
+    staged = [p for p in folder.iterdir() if p.name.endswith((_STAGE_SUFFIX, _DELETE_SUFFIX))]
+    unfinished = [p for p in folder.glob("checkpoint_*") if p.is_dir() and not (p / STATE_FILE).is_file()]
+    return sorted(staged + unfinished)
+
+
+def check_output_dir(output_dir: Path, resume: str | None, push_to_hub: str | None) -> None:
+    """Refuses, before any compute, what would fail or mix runs later: an earlier run's folder without --resume, a
+    folder that cannot be written, a Hub repo id that the Hub would reject after all the training steps."""
+    if push_to_hub is not None:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(push_to_hub)
+        except HFValidationError as error:
+            raise TrainingSetupError(
+                f"--push_to_hub: expected a Hub repo id like 'org/name', got {push_to_hub!r}: {error}"
+            ) from error
+    if output_dir.exists() and not output_dir.is_dir():
+        raise TrainingSetupError(f"--output_dir: expected a folder, got the file {str(output_dir)!r}.")
+    if resume is None and output_dir.is_dir():
+        earlier = sorted(p.name for p in output_dir.iterdir() if not p.name.startswith("."))
+        if earlier:
+            raise TrainingSetupError(
+                f"--output_dir {str(output_dir)!r} holds an earlier run ({earlier[:6]}); pass --resume to continue it, "
+                "or choose a new (or empty) --output_dir: a second run there would mix checkpoints, logs and models."
+            )
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as error:
+        raise TrainingSetupError(
+            f"--output_dir: expected a folder this process can write, got {str(output_dir)!r} ({error}); choose "
+            "another folder or fix its permissions."
+        ) from error
 
 
 def check_resume_compatible(resume_dir: Path, config: TrainingConfig, dataset: str) -> dict[str, Any]:
@@ -288,7 +350,20 @@ def evaluate(model, models, accelerator, batch_size: int) -> EvalResult | None:
 
 
 def training_function(config: TrainingConfig, args: argparse.Namespace) -> TrainingResult:
-    """Trains (or resumes) a GeoSANE model as configured; see the module header and docs/training.md."""
+    """Trains (or resumes) a GeoSANE model as configured; see the module header and docs/training.md.
+
+    Raises:
+        TrainingConfigError, TrainingSetupError, TrainingDataError: Bad input, found before any training step.
+        TrainingDivergedError: The loss or the weights became NaN/Inf (nothing non-finite is saved).
+        OutputBusyError: Another run is writing ``--output_dir``.
+    """
+    with contextlib.ExitStack() as resources:  # the output folder's lock, held by the main process
+        return _training_function(config, args, resources)
+
+
+def _training_function(
+    config: TrainingConfig, args: argparse.Namespace, resources: contextlib.ExitStack
+) -> TrainingResult:
     from accelerate import Accelerator, PartialState
     from accelerate.utils import ProjectConfiguration, set_seed
     from tqdm.auto import tqdm
@@ -304,11 +379,19 @@ def training_function(config: TrainingConfig, args: argparse.Namespace) -> Train
     # ---- everything that can be wrong with the input, before any compute
     model_config = build_model_config(config)
     window = window_size_for(config, model_config)
+    check_output_dir(output_dir, args.resume, args.push_to_hub)
     resume_dir, resume_state = None, None
     if args.resume:
         resume_dir = find_resume_dir(args.resume, output_dir)
         if resume_dir is not None:
             resume_state = check_resume_compatible(resume_dir, config, args.dataset)
+    next_index = _checkpoint_index(resume_dir) + 1 if resume_dir is not None else 0
+    newer = [p.name for p in complete_checkpoints(output_dir) if _checkpoint_index(p) >= next_index]
+    if newer:
+        raise TrainingSetupError(
+            f"--resume: {str(resume_dir)!r} is older than the checkpoints {newer} in {str(output_dir)!r}; resume from "
+            "the latest (--resume without a folder) or move the newer ones away first."
+        )
     data = load_training_data(
         args.dataset,
         token_size=model_config.token_size,
@@ -322,6 +405,12 @@ def training_function(config: TrainingConfig, args: argparse.Namespace) -> Train
     # --cpu, or ACCELERATE_USE_CPU=1 as `accelerate launch --cpu` / the CPU configs set it
     use_cpu = args.cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
     state = PartialState(cpu=use_cpu)
+    if state.is_main_process:
+        resources.enter_context(exclusive_lock(output_dir, "training"))
+        for leftover in incomplete_checkpoints(output_dir):  # only with --resume: a new run needs an empty folder
+            logger.warning("removing %s: an interrupted checkpoint save or deletion left it incomplete", leftover)
+            shutil.rmtree(leftover)
+    state.wait_for_everyone()
     mixed = config.mixed_precision
     if mixed == "auto":
         mixed = "bf16" if native_bf16(state.device) else "no"
@@ -335,12 +424,9 @@ def training_function(config: TrainingConfig, args: argparse.Namespace) -> Train
         mixed_precision=mixed,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with="tensorboard" if has_tensorboard and not args.no_tensorboard else None,
-        project_config=ProjectConfiguration(
-            project_dir=str(output_dir),
-            logging_dir=str(output_dir / "logs"),
-            automatic_checkpoint_naming=True,
-            total_limit=config.checkpoints_total_limit,
-        ),
+        # Checkpoints are named and pruned here (save_checkpoint), not by accelerate: each is staged and renamed
+        # when complete, so an interrupted save never leaves a checkpoint_<n> that breaks --resume.
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
     )
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -384,9 +470,6 @@ def training_function(config: TrainingConfig, args: argparse.Namespace) -> Train
                 f"{accelerator.num_processes}; the data order depends on the process count, resume with the same."
             )
         accelerator.load_state(str(resume_dir))
-        # Known accelerate bug: load_state does not advance the automatic checkpoint counter; without this the next
-        # save_state would collide with (or renumber around) the loaded checkpoint.
-        accelerator.project_configuration.iteration = _checkpoint_index(resume_dir) + 1
         start_step = int(resume_state["step"])
         sampler.load_state_dict(resume_state["sampler"])
         scheduler.load_state_dict(resume_state["scheduler"])
@@ -402,16 +485,29 @@ def training_function(config: TrainingConfig, args: argparse.Namespace) -> Train
         resumed_running = [torch.tensor(r, device=accelerator.device) for r in rank_state.get("running", [])]
         accelerator.print(f"resumed from {resume_dir} at step {start_step}")
 
+    checkpoints_dir = output_dir / CHECKPOINTS_DIR
+
     def save_checkpoint(step: int) -> None:
-        location = Path(accelerator.save_state())
+        """Saves into ``.checkpoint_<n>.partial`` and renames it to ``checkpoint_<n>`` once every file is written
+        (``trainer_state.json`` last); then prunes the oldest complete checkpoints beyond the limit."""
+        nonlocal next_index
+        check_finite_weights(unwrapped, step, complete_checkpoints(output_dir))
+        final = checkpoints_dir / f"checkpoint_{next_index}"
+        stage = checkpoints_dir / f".{final.name}{_STAGE_SUFFIX}"
+        if accelerator.is_main_process:
+            shutil.rmtree(stage, ignore_errors=True)
+            stage.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(stage))
         write_json(
-            location / RANK_STATE_FILE.format(rank=accelerator.process_index),
+            stage / RANK_STATE_FILE.format(rank=accelerator.process_index),
             {"generator": augment_rng.get_state().tolist(), "running": [r.tolist() for r in running]},
             sort_keys=True,
         )
+        accelerator.wait_for_everyone()  # every rank's files are in the stage before it is declared complete
         if accelerator.is_main_process:
             write_json(
-                location / STATE_FILE,
+                stage / STATE_FILE,
                 {
                     "step": step,
                     "sampler": sampler.state_dict(),
@@ -425,7 +521,10 @@ def training_function(config: TrainingConfig, args: argparse.Namespace) -> Train
                 },
                 sort_keys=True,
             )
+            os.rename(stage, final)
+            _prune_checkpoints(output_dir, config.checkpoints_total_limit)
         accelerator.wait_for_everyone()
+        next_index += 1
 
     def run_eval(step: int) -> None:
         result = evaluate(unwrapped, data.holdout, accelerator, config.eval_batch_size)
@@ -479,6 +578,12 @@ def training_function(config: TrainingConfig, args: argparse.Namespace) -> Train
         if config.log_every and (step % config.log_every == 0 or step == config.num_steps):
             mean = accelerator.reduce(torch.stack(running).mean(0), reduction="mean").tolist()
             running.clear()
+            if not all(math.isfinite(value) for value in mean):
+                raise TrainingDivergedError(
+                    f"the training loss became {mean[0]} by step {step} (reconstruction {mean[1]}, contrastive "
+                    f"{mean[2]}); stopped without saving. {_last_good(complete_checkpoints(output_dir))} Lower "
+                    "learning_rate (or raise warmup_fraction), keep max_grad_norm > 0, and check the dataset."
+                )
             row = {
                 "step": step,
                 "loss": mean[0],
@@ -506,6 +611,7 @@ def training_function(config: TrainingConfig, args: argparse.Namespace) -> Train
         save_checkpoint(step)
 
     model_dir = output_dir / "model"
+    check_finite_weights(unwrapped, step, complete_checkpoints(output_dir))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         from training.model_card import write_model_card
@@ -535,6 +641,35 @@ def training_function(config: TrainingConfig, args: argparse.Namespace) -> Train
     accelerator.end_training()
     rate = window_tokens / elapsed if elapsed > 0 else 0.0
     return TrainingResult(step, history, evaluations, str(model_dir), rate, unwrapped)
+
+
+def check_finite_weights(model: torch.nn.Module, step: int, checkpoints: list[Path]) -> None:
+    """Raises :class:`TrainingDivergedError` when a parameter holds NaN/Inf (called before every save)."""
+    for name, parameter in model.named_parameters():
+        if not bool(torch.isfinite(parameter).all()):
+            bad = int((~torch.isfinite(parameter)).sum())
+            raise TrainingDivergedError(
+                f"parameter {name!r} holds {bad} NaN/Inf values at step {step}; stopped without saving them. "
+                f"{_last_good(checkpoints)} Lower learning_rate (or raise warmup_fraction), keep max_grad_norm > 0, "
+                "and check the dataset."
+            )
+
+
+def _last_good(checkpoints: list[Path]) -> str:
+    if not checkpoints:
+        return "No checkpoint was saved before."
+    return f"The last checkpoint, {str(checkpoints[-1])!r}, is intact."
+
+
+def _prune_checkpoints(output_dir: Path, keep: int | None) -> None:
+    """Deletes the oldest complete checkpoints beyond ``keep`` (hidden by a rename first: a kill mid-delete never
+    leaves a half-deleted ``checkpoint_<n>`` that resuming would pick)."""
+    if keep is None:
+        return
+    for old in complete_checkpoints(output_dir)[:-keep]:
+        doomed = old.with_name(f".{old.name}{_DELETE_SUFFIX}")
+        os.rename(old, doomed)
+        shutil.rmtree(doomed)
 
 
 def _has_tensorboard() -> bool:
@@ -594,15 +729,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainingConfig, argparse.
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, train, report; bad input exits with code 2 and a one-line error."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from geosane_hf.redaction import one_line, redact
     from geosane_hf.runtime import tune_cpu_allocator
-    from training.data import TrainingDataError
 
     tune_cpu_allocator()  # glibc malloc thresholds: 5-10% faster CPU steps (geosane_hf/runtime.py)
     try:
         config, args = parse_args(argv)
         result = training_function(config, args)
-    except (TrainingConfigError, TrainingSetupError, TrainingDataError) as error:  # bad input: no traceback
-        print(f"error: {error}", file=sys.stderr)
+    except GeoSANEError as error:  # bad input, a diverged run, a busy folder: one line, no traceback
+        print(f"error: {redact(one_line(error))}", file=sys.stderr)
         return 2
     if result.model_dir and os.environ.get("RANK", "0") == "0":
         print(f"done: {result.step} steps, model in {result.model_dir}, {result.tokens_per_second:,.0f} tokens/s")
