@@ -204,6 +204,14 @@ def _validate_split(data: TaskData, name: str, split: Split) -> None:
         )
     if split.images.ndim != 4:
         raise EvaluationError(f"expected {name} images [N, C, H, W], got shape {tuple(split.images.shape)}")
+    if split.images.is_floating_point() and not bool(torch.isfinite(split.images).all()):
+        bad = ~torch.isfinite(split.images)  # [N, C, H, W]
+        sample, band = (int(i) for i in bad.nonzero()[0][:2])
+        raise EvaluationError(
+            f"expected finite {name} images for task data {data.name!r}, got {int(bad.sum())} NaN/Inf pixel values "
+            f"(the first in sample {sample}, band {band}); one would turn every score into chance without a word. "
+            "Fill no-data pixels (e.g. with 0 or the band mean) or drop those tiles."
+        )
     k = data.num_classes
     if data.kind == "classification":
         values = _required(split.labels, "labels", name, data.kind)
@@ -228,6 +236,8 @@ def _validate_split(data: TaskData, name: str, split: Split) -> None:
                 raise EvaluationError(
                     f"expected {name} boxes [M, 4] with labels [M], got {tuple(b.shape)}, {tuple(lab.shape)}"
                 )
+            if b.is_floating_point() and not bool(torch.isfinite(b).all()):
+                raise EvaluationError(f"expected finite {name} box coordinates, got NaN/Inf in {b.tolist()[:3]}")
             if b.numel() and bool(((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])).any()):
                 raise EvaluationError(f"expected {name} boxes as xyxy with x2 > x1 and y2 > y1, got a degenerate box")
         values = torch.cat([lab.reshape(-1) for lab in labels]) if labels else torch.zeros(0, dtype=torch.long)

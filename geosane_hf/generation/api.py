@@ -289,9 +289,12 @@ def _fit_prompt(
     notes: dict[str, Any] = {"bands": list(bands) if bands else None, "from_target_init": []}
     fitted: dict[str, torch.Tensor] = {}
     generator = torch.Generator().manual_seed(seed)
+    missing = []  # non-head tensors the prompt lacks: never silently replaced by the target's random init
     for key, init in target.state_dict().items():
         value = raw.get(key) if key in raw else None
         is_head = any(key.startswith(f"{prefix}.") for prefix in heads)
+        if value is None and not is_head and not key.endswith("num_batches_tracked"):
+            missing.append(key)
         if is_head or value is None:
             fitted[key] = init.clone()
             notes["from_target_init"].append(key)
@@ -311,6 +314,14 @@ def _fit_prompt(
                 f"input bands), got {tuple(value.shape)}; pass the matching architecture=..."
             )
     unused = [k for k in raw if k not in fitted]
+    if missing:
+        raise GenerationError(
+            f"expected the prompt {source} to hold every tensor of timm's {arch} (the head aside), got "
+            f"{len(missing)} of them missing (e.g. {missing[:3]}) and {len(unused)} keys {arch} does not have (e.g. "
+            f"{unused[:3]}); a prompt is never replaced by random weights. Pass the matching architecture=..., or "
+            "save the prompt's state_dict with timm's key names (strip prefixes such as 'model.' of Lightning "
+            "checkpoints)."
+        )
     if unused:
         notes["unused_prompt_keys"] = unused[:20]
     notes["stem"] = stem_key
@@ -497,8 +508,8 @@ def generate_weights(
     num_samples = _check_int("num_samples", num_samples, 1)
     if sampler not in SAMPLERS:
         raise GenerationError(f"expected sampler in {SAMPLERS}, got {sampler!r}")
-    if not (isinstance(noise_scale, (int, float)) and noise_scale >= 0):
-        raise GenerationError(f"expected noise_scale >= 0, got {noise_scale!r}")
+    if not (isinstance(noise_scale, (int, float)) and math.isfinite(noise_scale) and noise_scale >= 0):
+        raise GenerationError(f"expected a finite noise_scale >= 0, got {noise_scale!r}")
     if in_chans is not None:
         _check_int("in_chans", in_chans, 1)
     if sampler == "kde" and collection is None:
@@ -674,6 +685,7 @@ def generate_weights(
         finish(net)
         with timer("detokenize"):  # the returned state_dict is a copy: training the model leaves it unchanged
             state_dicts.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+        _check_finite_output(state_dicts[-1], len(models))
         models.append(net)
 
     name_or_path = (
@@ -715,6 +727,17 @@ def generate_weights(
         "preprocessing": calib_info.get("preprocessing") if calib_info else None,
     }
     return GenerationOutput(state_dicts, models, provenance, dict(timer.seconds), scores)
+
+
+def _check_finite_output(state_dict: Mapping[str, torch.Tensor], index: int) -> None:
+    """Raises :class:`GenerationError` when a generated tensor holds NaN/Inf (never returned, never written)."""
+    for key, tensor in state_dict.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise GenerationError(
+                f"expected finite generated weights, got {bad} NaN/Inf values in {key!r} of sample {index}; the GeoSANE "
+                "model or its inputs are not finite (check the model's weights, noise_scale and the prompt)."
+            )
 
 
 def _input_size(target: nn.Module, img_size: int | None) -> int:
