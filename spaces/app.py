@@ -37,15 +37,22 @@ from backend import (
     InputError,
 )
 
+from geosane_hf.redaction import redact
+
 logger = logging.getLogger("geosane.space")
 
 
-def _friendly(error: BaseException) -> gr.Error:
-    """A readable message for the page; the traceback goes to the server log only (never the token)."""
+def _friendly(error: BaseException, secrets: tuple[str | None, ...] = ()) -> gr.Error:
+    """A readable message for the page, redacted (the token as pasted and as used, any Hub token); the traceback
+    goes to the server log only, redacted too."""
     if isinstance(error, InputError):
-        return gr.Error(str(error), print_exception=False)
-    logger.error("unexpected error: %s", "".join(traceback.format_exception_only(type(error), error)).strip())
-    return gr.Error(f"Something went wrong ({type(error).__name__}: {error}). Try a smaller or different model.")
+        return gr.Error(redact(error, secrets), print_exception=False)
+    text = "".join(traceback.format_exception_only(type(error), error)).strip()
+    logger.error("unexpected error: %s", redact(text, secrets))
+    return gr.Error(
+        redact(f"Something went wrong ({type(error).__name__}: {error}). Try a smaller or different model.", secrets),
+        print_exception=False,
+    )
 
 
 def _architectures() -> list[str]:
@@ -66,7 +73,7 @@ def build_app(backend: Backend) -> gr.Blocks:
             raise _friendly(error) from None
         progress(1.0, desc="done")
         state = {
-            "repo_dir": str(result.repo_dir),
+            "zip_path": str(result.zip_path),
             "architecture": result.provenance.get("architecture"),
             "state_dict": result.state_dict,
         }
@@ -81,15 +88,17 @@ def build_app(backend: Backend) -> gr.Blocks:
 
     def push(repo_id, token, private, state):
         try:
-            url = backend.push((state or {}).get("repo_dir"), repo_id, token, private=bool(private))
+            url = backend.push((state or {}).get("zip_path"), repo_id, token, private=bool(private))
         except Exception as error:
-            raise _friendly(error) from None
+            raise _friendly(error, secrets=(token,)) from None
         return f"Pushed: {url}"
 
     def curves():
         return backend.curve_images()
 
-    with gr.Blocks(title="GeoSANE weight generation") as app:
+    # delete_cache: gradio's own copies of the served zips are removed after an hour, checked hourly (the backend
+    # bounds its zips with keep_runs): a public Space must not fill its disk.
+    with gr.Blocks(title="GeoSANE weight generation", delete_cache=(3600, 3600)) as app:
         gr.Markdown("# GeoSANE: generate a remote-sensing backbone")
         banner = f"**GeoSANE model:** {backend.model_label}"
         if backend.model_label.startswith(UNTRAINED_LABEL):

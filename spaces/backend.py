@@ -41,6 +41,7 @@ DEFAULT_MAX_PARAMS = 60_000_000
 DEFAULT_ARCHITECTURE = "mobilenetv3_small_050"
 SAMPLERS = ("prompt-noise", "kde", "bootstrap")
 UNTRAINED_LABEL = "untrained demo model (tiny, random weights)"
+DEFAULT_KEEP_RUNS = 8  # generated zips kept on disk (downloads and pushes of recent requests), the oldest go first
 
 
 class InputError(GeoSANEError, ValueError):
@@ -53,15 +54,14 @@ class GenerationResult:
 
     Attributes:
         summary: Markdown summary (parameters, layers, time, provenance).
-        repo_dir: The saved timm repo folder (model.safetensors, config.json, provenance, README.md).
-        zip_path: The same folder as a zip.
+        zip_path: The saved timm repo (model.safetensors, config.json, provenance, README.md) as a zip: the one file
+            a request leaves on disk (the folder is deleted once zipped; the oldest zips beyond ``keep_runs`` go too).
         provenance: The provenance record.
         state_dict: The generated weights (sample 0).
         seconds: Wall time of the generation.
     """
 
     summary: str
-    repo_dir: Path
     zip_path: Path
     provenance: dict[str, Any]
     state_dict: dict[str, torch.Tensor]
@@ -192,6 +192,7 @@ class Backend:
         work_dir: str | None = None,
         calibrate: bool = True,
         embeddings: str | None = None,
+        keep_runs: int = DEFAULT_KEEP_RUNS,
     ) -> None:
         self.model = model.eval()
         self.model_label = model_label
@@ -200,6 +201,7 @@ class Backend:
         self.max_params = max_params
         self.calibrate = calibrate
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="geosane-space-"))
+        self.keep_runs = max(1, int(keep_runs))
         self._embeddings = None
         if embeddings and Path(embeddings).is_file():
             from geosane_hf.embedding import load_embeddings
@@ -234,6 +236,7 @@ class Backend:
             max_params=int(env.get("GEOSANE_MAX_PARAMS", DEFAULT_MAX_PARAMS)),
             calibrate=env.get("GEOSANE_CALIBRATE", "1") not in ("0", "false", "False"),
             embeddings=env.get("GEOSANE_EMBEDDINGS") or None,
+            keep_runs=int(env.get("GEOSANE_KEEP_RUNS", DEFAULT_KEEP_RUNS)),
         )
 
     # ------------------------------------------------------------------------------------------------ generation
@@ -264,31 +267,63 @@ class Backend:
         provenance = dict(output.provenance)
         name = f"{request['architecture']}-{request['in_chans']}b-{request['num_classes']}c-seed{request['seed']}"
         run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=self.work_dir))
-        repo = save_timm_repo(output.models[0], run_dir / name, provenance)
-        zip_path = Path(shutil.make_archive(str(run_dir / name), "zip", root_dir=repo))
+        try:
+            repo = save_timm_repo(output.models[0], run_dir / name, provenance)
+            zip_path = Path(shutil.make_archive(str(run_dir / name), "zip", root_dir=repo))
+            shutil.rmtree(repo)  # the zip is what the page serves and what a push unpacks
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        self._prune_runs(keep=run_dir)
         net = output.models[0]
         num_parameters = sum(p.numel() for p in net.parameters())
         layers = sum(1 for k in output.state_dicts[0] if k.endswith("weight"))
         summary = render_summary(provenance, output.timings, seconds, num_parameters, layers, self.model_label)
-        return GenerationResult(summary, repo, zip_path, provenance, output.state_dicts[0], seconds, num_parameters)
+        return GenerationResult(summary, zip_path, provenance, output.state_dicts[0], seconds, num_parameters)
 
-    def push(self, repo_dir: str | None, repo_id: str | None, token: str | None, private: bool = True) -> str:
-        """Uploads the last generated repo; the token is used for this call only, never stored or logged."""
-        from geosane_hf.hub import HubPublishError, publish_folder
+    def _prune_runs(self, keep: Path) -> None:
+        """Deletes the oldest run folders beyond ``keep_runs`` (a public Space must not fill its disk)."""
+        runs = sorted(
+            (p for p in self.work_dir.glob("run-*") if p.is_dir() and p != keep), key=lambda p: p.stat().st_mtime
+        )
+        for old in runs[: max(0, len(runs) - (self.keep_runs - 1))]:
+            shutil.rmtree(old, ignore_errors=True)
 
-        if not repo_dir or not Path(repo_dir).is_dir():
-            raise InputError("Generate a model first; there is nothing to push yet.")
-        if not repo_id or "/" not in repo_id.strip():
-            raise InputError(f"expected a Hub repo id like 'user/my-backbone', got {repo_id!r}")
+    def push(self, zip_path: str | None, repo_id: str | None, token: str | None, private: bool = True) -> str:
+        """Uploads the last generated repo; the token is used for this call only, never stored, logged or shown.
+
+        The repo is unpacked from the request's zip into a temporary folder that is deleted afterwards. Every
+        message is redacted for the token as pasted and as used (stripped of whitespace).
+        """
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        from geosane_hf.hub import publish_folder
+        from geosane_hf.redaction import redact
+
+        def refuse(message: str) -> InputError:
+            return InputError(redact(message, secrets=[token]))
+
+        if not zip_path or not Path(zip_path).is_file():
+            raise refuse(
+                "Generate a model first; there is nothing to push yet (or it was removed to free space: generate again)."
+            )
         if not token or not token.strip():
-            raise InputError("Paste a Hugging Face write token to push (it is not stored).")
+            raise refuse("Paste a Hugging Face write token to push (it is not stored).")
+        repo_id = (repo_id or "").strip()
         try:
-            url = publish_folder(repo_dir, repo_id.strip(), private=private, token=token.strip(), retries=2)
-        except HubPublishError as error:
-            raise InputError(_redact(str(error), token)) from None
+            if "/" not in repo_id:
+                raise HFValidationError("a namespace is needed")
+            validate_repo_id(repo_id)
+        except HFValidationError as error:
+            raise refuse(f"expected a Hub repo id like 'user/my-backbone', got {repo_id!r} ({error})") from None
+        folder = Path(tempfile.mkdtemp(prefix="push-", dir=self.work_dir))
+        try:
+            shutil.unpack_archive(zip_path, folder, "zip")
+            return publish_folder(folder, repo_id, private=private, token=token.strip(), retries=2)
         except Exception as error:
-            raise InputError(f"push failed: {_redact(type(error).__name__ + ': ' + str(error), token)}") from None
-        return url
+            raise refuse(f"push failed: {type(error).__name__}: {error}") from None
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     # ------------------------------------------------------------------------------------------------ latent view
 
@@ -328,10 +363,6 @@ class Backend:
             return []
         files = sorted(Path(self.eval_dir).rglob("*.png"), key=lambda p: p.stat().st_mtime, reverse=True)
         return [str(p) for p in files[:12]]
-
-
-def _redact(text: str, token: str | None) -> str:
-    return text.replace(token, "***") if token else text
 
 
 def render_summary(
