@@ -1013,8 +1013,14 @@ def _detect_format(path: str) -> CheckpointFormat:
     with open(path, "rb") as f:
         head = f.read(16)
     if head.startswith(b"PK"):
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise CheckpointError(
+                f"{path} starts like a zip archive (a PyTorch or .npz file) but is not a valid one ({e}); the file is "
+                "probably truncated or corrupt: re-download or re-export it."
+            ) from e
         if names and all(n.endswith(".npy") for n in names):
             return "npz"
         return "torch"

@@ -201,6 +201,7 @@ class Backend:
         self.max_params = max_params
         self.calibrate = calibrate
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="geosane-space-"))
+        self.work_dir.mkdir(parents=True, exist_ok=True)
         self.keep_runs = max(1, int(keep_runs))
         self._embeddings = None
         if embeddings and Path(embeddings).is_file():

@@ -410,6 +410,10 @@ def _parse_entry(raw: Any, where: str) -> ManifestEntry:
         value = values.get(int_field)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ManifestError(f"{where}: {int_field} must be a positive integer, got {value!r}.")
+    for line_field in ("license", "task", "family", "sensor", "training_data"):  # they go into cards and tables
+        value = values.get(line_field)
+        if value is not None and (not isinstance(value, str) or "\n" in value or "\r" in value):
+            raise ManifestError(f"{where}: {line_field} must be a one-line string, got {value!r}.")
     for list_field in ("bands", "strip_prefixes"):
         value = values.get(list_field)
         if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):

@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import re
 
 
 def _seed(text: str) -> int:
@@ -22,6 +23,16 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
     return value
+
+
+def _license(text: str) -> str:
+    """A license id for the card's YAML front matter (``apache-2.0``, ``mit``, ``cc-by-4.0``, ``other`` ...)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.+-]{0,63}", text):
+        raise argparse.ArgumentTypeError(
+            f"expected a license id such as apache-2.0, mit, cc-by-4.0 or other (letters, digits, '.', '+', '-'; no "
+            f"spaces or newlines: it goes into the card's YAML front matter), got {text!r}"
+        )
+    return text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--revision", default=None, help="revision of the GeoSANE model on the Hub")
     parser.add_argument("--push-to-hub", default=None, metavar="ORG/NAME", help="publish the result to this repo")
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
-    parser.add_argument("--license", default="other", help="license declared in the card")
+    parser.add_argument("--license", type=_license, default="other", help="license id declared in the card")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.set_defaults(func=run)
 
