@@ -80,7 +80,7 @@ def resolve_inside(root: str | os.PathLike, relative: object, what: str) -> Path
     base = root.resolve()
     if not joined.resolve().is_relative_to(base):
         raise UnsafePathError(
-            f"{what}: expected a path inside {str(root)!r}, got {relative!r}, which leads to {str(joined.resolve())!r}; "
-            "an index may only name files inside its own folder."
+            f"{what}: expected a path inside {str(root)!r}, got {relative!r}, which leads to "
+            f"{str(joined.resolve())!r}; an index may only name files inside its own folder."
         )
     return joined

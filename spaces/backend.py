@@ -306,7 +306,8 @@ class Backend:
 
         if not zip_path or not Path(zip_path).is_file():
             raise refuse(
-                "Generate a model first; there is nothing to push yet (or it was removed to free space: generate again)."
+                "Generate a model first; there is nothing to push yet (or it was removed to free space: generate "
+                "again)."
             )
         if not token or not token.strip():
             raise refuse("Paste a Hugging Face write token to push (it is not stored).")

@@ -237,8 +237,9 @@ def check_output_dir(output_dir: Path, resume: str | None, push_to_hub: str | No
         earlier = sorted(p.name for p in output_dir.iterdir() if not p.name.startswith("."))
         if earlier:
             raise TrainingSetupError(
-                f"--output_dir {str(output_dir)!r} holds an earlier run ({earlier[:6]}); pass --resume to continue it, "
-                "or choose a new (or empty) --output_dir: a second run there would mix checkpoints, logs and models."
+                f"--output_dir {str(output_dir)!r} holds an earlier run ({earlier[:6]}); pass --resume to continue "
+                "it, or choose a new (or empty) --output_dir: a second run there would mix checkpoints, logs and "
+                "models."
             )
     try:
         output_dir.mkdir(parents=True, exist_ok=True)

@@ -297,7 +297,8 @@ def content_hash(state_dict: Mapping[str, torch.Tensor]) -> str:
     whatever order their keys were saved in.
 
     Example:
-        >>> content_hash({"w": torch.ones(2), "b": torch.zeros(1)}) == content_hash({"b": torch.zeros(1), "w": torch.ones(2)})
+        >>> w, b = torch.ones(2), torch.zeros(1)
+        >>> content_hash({"w": w, "b": b}) == content_hash({"b": b, "w": w})
         True
     """
     digest = hashlib.sha256()

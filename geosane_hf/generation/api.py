@@ -735,8 +735,8 @@ def _check_finite_output(state_dict: Mapping[str, torch.Tensor], index: int) -> 
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
             raise GenerationError(
-                f"expected finite generated weights, got {bad} NaN/Inf values in {key!r} of sample {index}; the GeoSANE "
-                "model or its inputs are not finite (check the model's weights, noise_scale and the prompt)."
+                f"expected finite generated weights, got {bad} NaN/Inf values in {key!r} of sample {index}; the "
+                "GeoSANE model or its inputs are not finite (check the model's weights, noise_scale and the prompt)."
             )
 
 
