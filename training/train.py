@@ -507,9 +507,10 @@ def training_function(config: TrainingConfig, args: argparse.Namespace) -> Train
     model_dir = output_dir / "model"
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        from geosane_hf.generation.pipeline import save_pretrained_with_pipeline
         from training.model_card import write_model_card
 
-        unwrapped.save_pretrained(model_dir, safe_serialization=True)
+        save_pretrained_with_pipeline(unwrapped, model_dir)  # + custom_pipelines and pipeline.py (remote pipeline)
         write_json(output_dir / "history.json", {"history": history, "evaluations": evaluations}, sort_keys=True)
         write_model_card(
             model_dir,
