@@ -3,6 +3,8 @@
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -136,3 +138,14 @@ def test_wheel_installs_into_a_fresh_venv_and_generates_with_a_full_card(tmp_pat
     )
     out = _run([python, "-c", code], cwd=work, env=env).stdout
     assert out.strip() == "['base-v1', 'small-demo', 'tiny-test'] True", out
+
+
+def test_training_configs_are_package_data_found_by_name_or_old_path():
+    from geosane_hf.package_data import training_config_path, training_configs
+
+    packaged = training_configs()
+    assert set(packaged) == {"tiny-test", "small-demo", "base-v1"} and all(p.is_file() for p in packaged.values())
+    assert training_config_path("small-demo") == packaged["small-demo"]
+    assert training_config_path("training/configs/small-demo.yaml") == packaged["small-demo"]  # docs and resumed demos
+    with pytest.raises(FileNotFoundError, match="did you mean small-demo"):
+        training_config_path("small-dmeo")
