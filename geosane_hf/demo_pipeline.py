@@ -65,7 +65,7 @@ class DemoConfig:
         out_dir: Everything goes here (zoo, collection, dataset, train, store, evaluation, results.md).
         quick: The few-minute variant used by the tests (quick zoo, short training, quick experiment).
         zoo_runs: Population training runs (2 checkpoints each); ignored in quick mode (the quick zoo).
-        train_config: Training YAML (relative to the repository root or absolute).
+        train_config: Training YAML (a file, relative to the repository root or absolute) or a packaged name.
         train_steps: Override of the config's ``num_steps`` (None: the config's).
         train_threads: Intra-op threads of the training process.
         experiment: ``geosane evaluate`` config: a bundled name (``demo``, ``quick``) or a YAML path.
@@ -82,7 +82,7 @@ class DemoConfig:
     out_dir: str | os.PathLike = "runs/demo"
     quick: bool = False
     zoo_runs: int = 40
-    train_config: str = "training/configs/small-demo.yaml"
+    train_config: str = "training/configs/small-demo.yaml"  # the packaged small-demo (see package_data)
     train_steps: int | None = None
     train_threads: int = 2
     experiment: str = "demo"
@@ -215,9 +215,12 @@ def _train(config: DemoConfig) -> dict[str, Any]:
             "(pip install -e .)"
         )
     holdout = holdout_runs(config.path("zoo"))
+    from geosane_hf.package_data import training_config_path
+
     train_config = Path(config.train_config)
-    if not train_config.is_absolute():
+    if not train_config.is_absolute() and (REPO_ROOT / train_config).is_file():
         train_config = REPO_ROOT / train_config
+    train_config = training_config_path(train_config)  # a file, or a packaged name such as "small-demo"
     command = [
         sys.executable,
         "-m",

@@ -25,7 +25,8 @@ from .modeling_geosane import (
 def register_auto_classes() -> None:
     """Registers the classes with ``AutoConfig``/``AutoModel`` and marks them for remote-code saving.
 
-    Idempotent; called on ``import geosane_hf``.
+    Idempotent; runs when this package is imported (``geosane_hf.modeling``), so ``AutoModel.from_pretrained`` of a
+    GeoSANE folder or repo uses the installed classes without ``trust_remote_code``.
     """
     from transformers import AutoConfig, AutoModel
 
@@ -34,6 +35,8 @@ def register_auto_classes() -> None:
     AutoConfig.register(GeoSANEConfig.model_type, GeoSANEConfig, exist_ok=True)
     AutoModel.register(GeoSANEConfig, GeoSANEModel, exist_ok=True)
 
+
+register_auto_classes()
 
 __all__ = [
     "PRESETS",

@@ -151,6 +151,10 @@ def test_card_has_configs_table_licenses_and_loading(built):
     assert "| big | rs-model |" in card and "| alpha | prompt |" in card
     assert "| MIT | 1: zeta |" in card and "| unknown (ask the authors before redistributing) | 1: alpha |" in card
     assert 'load_dataset("PATH_OR_REPO_ID", "tokens"' in card and "{{" not in card
+    from hub_server import card_errors
+
+    assert front["license"] == "other" and front["license_name"] and front["license_link"]
+    assert card_errors(card, "dataset") == []
 
 
 def test_a_build_that_fails_midway_leaves_no_output_and_keeps_an_earlier_build(collection, tmp_path):

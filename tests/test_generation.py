@@ -251,9 +251,7 @@ def test_cli_generate_and_refuse_existing(geosane, tmp_path, capsys):
 def test_pipeline_from_saved_model_folder(geosane, tmp_path):
     from transformers import pipeline
 
-    from geosane_hf.generation.pipeline import register_pipeline
-
-    register_pipeline()
+    # no register_pipeline() call: importing geosane_hf.generation registered the task
     geosane.save_pretrained(tmp_path / "g")
     pipe = pipeline("weight-generation", model=str(tmp_path / "g"))
     out = pipe(ARCH, in_chans=4, num_classes=6, seed=2, calibrate=False)

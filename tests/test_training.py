@@ -16,13 +16,14 @@ from geosane_hf.collection.architectures import build_architecture
 from geosane_hf.collection.collector import collect
 from geosane_hf.collection.dataset import DatasetBuildConfig, build_dataset
 from geosane_hf.collection.manifest import CollectionManifest
+from geosane_hf.package_data import training_config_path
 from training.config import TrainingConfigError, load_config
 from training.data import TrainingDataError, WindowSampler, load_training_data
 from training.launch import cpu_ddp_command
 from training.train import TrainingSetupError, main, parse_args, training_function
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = str(REPO / "training" / "configs" / "tiny-test.yaml")
+TINY = str(training_config_path("tiny-test"))
 ARCH = {"library": "geosane", "name": "statlog_cnn", "kwargs": {"in_chans": 4, "num_classes": 6, "width": 8}}
 
 
@@ -171,6 +172,16 @@ def test_loss_goes_down_and_the_model_is_saved_with_remote_code_and_a_card(tiny_
     final = result.evaluations[-1]
     assert final["num_models"] == 2 and set(final["r2_weights_by_type"]) >= {"CONV", "LINEAR"}
     assert card.count(f"{final['r2_tokens']:.4f}") >= 1
+    import yaml
+    from hub_server import card_errors
+
+    meta = yaml.safe_load(card.split("---")[1])
+    result = meta["model-index"][0]["results"][0]
+    assert result["metrics"][0]["value"] == round(final["r2_tokens"], 4) and result["metrics"][0]["type"] == "r2"
+    assert "datasets" not in meta and str(tiny_dataset) not in result["dataset"]["type"]  # a local folder: no id
+    assert card_errors(card) == []  # what the Hub accepts
+    assert json.loads((model_dir / "config.json").read_text())["custom_pipelines"]["weight-generation"]
+    assert (model_dir / "pipeline.py").is_file()
 
 
 def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tiny_dataset, tmp_path):

@@ -1,4 +1,5 @@
-"""The typed training configuration, loaded from YAML (``training/configs/*.yaml``) with CLI overrides.
+"""The typed training configuration, loaded from YAML (a file, or a packaged name: ``tiny-test``, ``small-demo``,
+``base-v1`` in ``geosane_hf/resources/training/``) with CLI overrides.
 
 Example:
     >>> from training.config import TrainingConfig
@@ -207,7 +208,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     """Reads a YAML config and applies ``key=value`` overrides (values parsed as YAML).
 
     Args:
-        path: YAML file (None: the defaults).
+        path: YAML file, or a packaged config name (``small-demo``; see
+            :func:`geosane_hf.package_data.training_configs`); None: the defaults.
         overrides: ``["num_steps=20", "holdout_ids=[a, b]"]``.
 
     Returns:
@@ -217,9 +219,12 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
     values: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise TrainingConfigError(f"expected a training config YAML file, got {str(path)!r} (not found).")
+        from geosane_hf.package_data import training_config_path
+
+        try:
+            path = training_config_path(path)
+        except FileNotFoundError as error:
+            raise TrainingConfigError(str(error)) from None
         loaded = yaml.safe_load(path.read_text()) or {}
         if not isinstance(loaded, dict):
             raise TrainingConfigError(f"expected a mapping at the top of {str(path)!r}, got {type(loaded).__name__}.")

@@ -1,4 +1,9 @@
-"""Fills ``model_cards/model_card.md`` for a trained GeoSANE model (data, config, metrics, intended use, limits).
+"""The card of a trained GeoSANE model (data, config, metrics, intended use, limits).
+
+Metadata through huggingface_hub's ``ModelCardData`` + ``EvalResult`` (a valid ``model-index``), the body from the
+packaged template ``geosane_hf/resources/model_cards/model_card.md`` (``ModelCard.from_template``). The training
+dataset is named in the metadata (``datasets``, the model-index dataset type) only when it is a Hub repo id; a
+local folder is named in the body.
 
 Example:
     >>> from training.model_card import render_table
@@ -17,8 +22,6 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["render_model_card", "render_table", "write_model_card"]
-
-TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "model_card.md"
 
 
 def render_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
@@ -53,31 +56,35 @@ def render_model_card(
     curve: str | None = None,
 ) -> str:
     """The card's Markdown (YAML front matter included)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    from geosane_hf.cards import hub_repo_id
+
     final = evaluations[-1] if evaluations else None
-    yaml_lines = [
-        "library_name: transformers",
-        "license: apache-2.0",
-        "tags:",
-        "- geosane",
-        "- weight-space-learning",
-        "- remote-sensing",
-        "pipeline_tag: feature-extraction",
-    ]
+    dataset_id = hub_repo_id(str(data_summary["source"]))
+    eval_results = None
     if final is not None:
-        yaml_lines += [
-            "model-index:",
-            "- name: geosane",
-            "  results:",
-            "  - task:",
-            "      type: weight-reconstruction",
-            "    dataset:",
-            f"      name: {data_summary['source']}",
-            "      type: tokenized-weights",
-            "    metrics:",
-            "    - type: r2",
-            "      name: held-out reconstruction R^2 (tokens)",
-            f"      value: {final['r2_tokens']:.4f}",
+        eval_results = [
+            EvalResult(
+                task_type="feature-extraction",
+                task_name="Weight reconstruction (held-out models)",
+                dataset_type=dataset_id or "geosane-tokenized-weights",
+                dataset_name=f"held-out models of {dataset_id or 'the training collection'}",
+                dataset_split="held-out",
+                metric_type="r2",
+                metric_name="held-out reconstruction R^2 (tokens)",
+                metric_value=round(float(final["r2_tokens"]), 4),
+            )
         ]
+    card_data = ModelCardData(
+        model_name=f"geosane-{config.model_preset}",
+        library_name="transformers",
+        license="apache-2.0",
+        tags=["geosane", "weight-space-learning", "remote-sensing"],
+        pipeline_tag="feature-extraction",
+        datasets=[dataset_id] if dataset_id else None,
+        eval_results=eval_results,
+    )
     data = render_table(
         [
             ("dataset", f"`{data_summary['source']}`"),
@@ -134,7 +141,6 @@ def render_model_card(
         )
     )
     values = {
-        "yaml": "\n".join(yaml_lines),
         "title": f"GeoSANE autoencoder ({config.model_preset}, {steps} steps)",
         "token_size": str(model_config.token_size),
         "repo_or_path": repo_or_path,
@@ -151,10 +157,9 @@ def render_model_card(
         "curve": f"![training curve]({curve})" if curve else "",
         "limits": limits,
     }
-    text = TEMPLATE.read_text()
-    for key, value in values.items():
-        text = text.replace("{{" + key + "}}", value)
-    return text
+    from geosane_hf.cards import render_card
+
+    return render_card("model_card", card_data, **values)
 
 
 def write_model_card(model_dir: str | os.PathLike, **kwargs: Any) -> Path:

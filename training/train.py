@@ -15,7 +15,7 @@
 # Run (see docs/training.md and training/accelerate_configs/ for multi-process and GPU setups):
 #
 #   accelerate launch --cpu --num_processes 1 training/train.py \
-#       --config training/configs/small-demo.yaml --dataset DATASET_DIR --output_dir runs/small
+#       --config small-demo --dataset DATASET_DIR --output_dir runs/small
 from __future__ import annotations
 
 import argparse
@@ -615,9 +615,10 @@ def _training_function(
     check_finite_weights(unwrapped, step, complete_checkpoints(output_dir))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        from geosane_hf.generation.pipeline import save_pretrained_with_pipeline
         from training.model_card import write_model_card
 
-        unwrapped.save_pretrained(model_dir, safe_serialization=True)
+        save_pretrained_with_pipeline(unwrapped, model_dir)  # + custom_pipelines and pipeline.py (remote pipeline)
         write_json(output_dir / "history.json", {"history": history, "evaluations": evaluations}, sort_keys=True)
         write_model_card(
             model_dir,
@@ -686,7 +687,9 @@ def _flat_hparams(config: TrainingConfig) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (``python training/train.py --help``)."""
     parser = argparse.ArgumentParser(description="Train a GeoSANE weight-space autoencoder with Accelerate.")
-    parser.add_argument("--config", help="training config YAML (training/configs/*.yaml)")
+    parser.add_argument(
+        "--config", help="training config: a YAML file or a packaged name (tiny-test, small-demo, base-v1)"
+    )
     parser.add_argument("--dataset", required=True, help="tokenized-weights dataset folder or Hub dataset id")
     parser.add_argument("--output_dir", default="runs/geosane", help="checkpoints, logs, the final model")
     parser.add_argument(

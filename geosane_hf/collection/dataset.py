@@ -99,7 +99,6 @@ DATASET_FORMAT_VERSION = 1
 TOKENS_DIR = "tokens"
 MODELS_DIR = "models"
 SHARD_PATTERN = "train-{index:05d}.parquet"
-CARD_TEMPLATE = "dataset_card.md"
 INT16_MAX = 32767
 _FOOTER_RESERVE = 16 * 1024  # bytes kept free in a shard for the Parquet footer (schema + row-group metadata)
 _PARQUET_OVERHEAD = 1.1  # file bytes per Arrow byte of a row group, with margin (levels, page headers)
@@ -961,26 +960,21 @@ def _tokenized_bytes(layout: WeightLayout) -> int:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _card_template() -> str:
-    """The template ``model_cards/dataset_card.md`` (repo checkout), else a minimal built-in one."""
-    path = Path(__file__).resolve().parents[2] / "model_cards" / CARD_TEMPLATE
-    if path.is_file():
-        return path.read_text(encoding="utf-8")
-    return (
-        "---\n{{yaml}}\n---\n\n# {{pretty_name}}\n\n{{summary}}\n\n## Models\n\n{{collection_table}}\n\n"
-        "## Licenses\n\n{{license_table}}\n\n## How it was built\n\n{{how_built}}\n\n## How to load\n\n{{how_to_load}}\n"
-    )
-
-
 def render_dataset_card(
     result: DatasetBuildResult, model_rows: list[dict[str, Any]], config: DatasetBuildConfig, collection_dir: Path
 ) -> str:
-    """Fills the dataset card template: YAML ``configs:``, the collection table, the license chain, build, loading."""
-    import yaml
+    """The dataset card: ``DatasetCardData`` metadata (``configs:``, licence) + the packaged template's body.
+
+    The licence is ``other`` (``license_name: geosane-license-chain``, ``license_link: README.md``): every model keeps
+    its own licence, listed in the card's licence table.
+    """
+    from huggingface_hub import DatasetCardData
+
+    from geosane_hf.cards import license_metadata, render_card
 
     front = {
         "pretty_name": "GeoSANE tokenized model weights",
-        "license": "other",
+        **license_metadata("other", "geosane-license-chain", "README.md"),
         "tags": ["weight-space-learning", "remote-sensing", "earth-observation", "geosane", "model-zoo"],
         "size_categories": [_size_category(result.num_chunks)],
         "configs": [
@@ -1022,21 +1016,16 @@ def render_dataset_card(
         "same collection gives byte-identical files."
     )
     values = {
-        "{{yaml}}": yaml.safe_dump(front, sort_keys=False).strip(),
-        "{{pretty_name}}": front["pretty_name"],
-        "{{summary}}": summary,
-        "{{collection_table}}": "\n".join(table),
-        "{{license_table}}": "\n".join(license_table),
-        "{{how_built}}": how_built,
-        "{{how_to_load}}": _HOW_TO_LOAD.replace("{T}", str(config.token_size)),
-        "{{token_size}}": str(config.token_size),
-        "{{mode}}": config.mode,
-        "{{chunk_tokens}}": str(config.chunk_tokens),
+        "summary": summary,
+        "collection_table": "\n".join(table),
+        "license_table": "\n".join(license_table),
+        "how_built": how_built,
+        "how_to_load": _HOW_TO_LOAD.replace("{T}", str(config.token_size)),
+        "token_size": str(config.token_size),
+        "mode": config.mode,
+        "chunk_tokens": str(config.chunk_tokens),
     }
-    card = _card_template()
-    for placeholder, value in values.items():
-        card = card.replace(placeholder, value)
-    return card
+    return render_card("dataset_card", DatasetCardData(**front), repo_type="dataset", **values)
 
 
 _HOW_TO_LOAD = """```python

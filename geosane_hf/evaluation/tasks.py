@@ -139,6 +139,61 @@ class Task:
         config = TaskConfig(name=data.name, kind=data.kind, data="custom", input_size=size, **overrides)
         return cls(config, data)
 
+    @classmethod
+    def from_torchgeo(
+        cls,
+        name: str,
+        root: str,
+        *,
+        bands: str | None = None,
+        max_train: int | None = None,
+        max_test: int | None = None,
+        input_size: int | None = None,
+        label_class: str | int | None = None,
+        **overrides: Any,
+    ) -> Task:
+        """A TorchGeo benchmark (``eurosat``, ``resisc45``, ``so2sat``, ``bigearthnet``) read from ``root``.
+
+        Needs ``pip install 'geosane-hf[torchgeo]'``; never downloads. See
+        :mod:`geosane_hf.evaluation.torchgeo_data` for the data sets, band choices and labels.
+
+        >>> task = Task.from_torchgeo("eurosat", root="data/eurosat", max_train=512)  # doctest: +SKIP
+        >>> task.config.name, task.data.sensor, task.data.band_names[7]  # doctest: +SKIP
+        ('torchgeo:eurosat', 'S2', 'B08')
+        """
+        from geosane_hf.evaluation.torchgeo_data import torchgeo_task_data
+
+        data = torchgeo_task_data(
+            name, root, bands=bands, max_train=max_train, max_test=max_test, label_class=label_class
+        )
+        size = input_size or max(32, int(data.train.images.shape[-1]))
+        config = TaskConfig(f"torchgeo:{name.lower()}", data.kind, "torchgeo", input_size=size, **overrides)
+        return cls(config, data)
+
+    @classmethod
+    def from_folder(
+        cls,
+        root: str,
+        *,
+        kind: TaskKind = "classification",
+        bands: Any = None,
+        sensor: str | None = None,
+        input_size: int | None = None,
+        **overrides: Any,
+    ) -> Task:
+        """A task on a folder of the user's patches (GeoTIFF or .npy; layout: :func:`data_from_folder`).
+
+        >>> Task.from_folder("/nonexistent")  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        FileNotFoundError: expected a folder of patches at /nonexistent/train/images ...
+        """
+        from geosane_hf.evaluation.data import data_from_folder
+
+        data = data_from_folder(root, kind=kind, bands=bands, sensor=sensor)
+        size = input_size or max(32, int(data.train.images.shape[-1]))
+        config = TaskConfig(f"data:{data.name}", kind, "custom", input_size=size, **overrides)
+        return cls(config, data)
+
     @property
     def kind(self) -> TaskKind:
         return self.config.kind

@@ -12,7 +12,10 @@ Example:
 from geosane_hf.generation.api import GeneratedPrompt, GenerationError, GenerationOutput, generate_weights, load_prompt
 from geosane_hf.generation.bands import BandAdaptation, BandAdaptationError, adapt_stem, default_bands
 from geosane_hf.generation.calibration import CalibrationReport, batchnorm_layers, calibrate_batchnorm
+from geosane_hf.generation.pipeline import register_pipeline
 from geosane_hf.generation.samplers import SAMPLERS, align_latents, kde_sample, prompt_noise
+
+register_pipeline()  # transformers.pipeline("weight-generation", ...) works once this package is imported
 
 __all__ = [
     "SAMPLERS",

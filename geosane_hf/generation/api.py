@@ -442,6 +442,7 @@ def generate_weights(
     in_chans: int | None = None,
     num_classes: int | None = None,
     bands: Sequence[str] | None = None,
+    sensor: str | None = None,
     band_method: str = "wavelength",
     architecture: str | None = None,
     tokenizer: WeightTokenizer | None = None,
@@ -473,7 +474,11 @@ def generate_weights(
         noise_scale: Latent noise relative to the anchors' per-dimension latent std (the KDE bandwidth for
             ``"kde"``/``"bootstrap"``).
         in_chans / num_classes: Target bands and classes (default: the prompt's).
-        bands: Target band names (default by count, see :data:`.bands.DEFAULT_BANDS`).
+        bands: Target band names (default by count, see :data:`.bands.DEFAULT_BANDS`): sensor ids (``B8``, ``B08``),
+            sensor-qualified ids (``S2:B8``), STAC common names or SAR polarisations, resolved with
+            :func:`geosane_hf.imagery.bands.resolve_bands` (an id such as ``B8`` that means different bands for
+            Landsat-8 and Sentinel-2 needs ``sensor`` or a qualifier).
+        sensor: Sensor of unqualified ``bands`` (``"L8"``, ``"S2"``, ``"S1"``, ``"sentinel-2"``, ...).
         band_method: Stem adaptation, see :mod:`.bands`.
         architecture: timm architecture of a checkpoint prompt without a timm ``config.json``.
         tokenizer: A :class:`WeightTokenizer` (default: the model's token size, ``tokenizer_mode``).
@@ -514,6 +519,16 @@ def generate_weights(
         _check_int("in_chans", in_chans, 1)
     if sampler == "kde" and collection is None:
         raise GenerationError("expected collection=<collector output folder> for sampler 'kde', got None")
+    if bands is not None:
+        from geosane_hf.imagery.bands import BandNameError, resolve_bands
+
+        try:
+            bands = resolve_bands(bands, sensor)  # B8 vs B08: never guessed silently
+        except BandNameError as error:
+            raise GenerationError(str(error)) from error
+        if in_chans is not None and in_chans != len(bands):
+            raise GenerationError(f"expected in_chans == len(bands) = {len(bands)}, got in_chans={in_chans}")
+        in_chans = len(bands)  # the bands fix the target's input channels
     for name, value in (("candidates", candidates), ("keep", keep), ("rounds", rounds), ("max_anchors", max_anchors)):
         _check_int(name, value, 1)
     config = getattr(model, "config", None)

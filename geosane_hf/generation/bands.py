@@ -110,11 +110,18 @@ class BandAdaptation:
 
 
 def band_wavelength(name: str) -> float | None:
-    """Centre wavelength in nm of a band id or STAC common name, or None when unknown (e.g. SAR ``VV``).
+    """Centre wavelength in nm of a band id, a sensor-qualified id or a STAC common name, or None (e.g. SAR ``VV``).
 
-    >>> band_wavelength("B04"), band_wavelength("VV")
-    (665, None)
+    Unqualified ids are this package's internal ids (Landsat-8 ``B8``, Sentinel-2 ``B08``); resolve user names
+    first with :func:`geosane_hf.imagery.bands.resolve_bands`, which refuses the ambiguous ones.
+
+    >>> band_wavelength("B04"), band_wavelength("VV"), band_wavelength("S2:B8")
+    (665, None, 842)
     """
+    if ":" in str(name):  # sensor-qualified ("S2:B8"): that sensor's table
+        from geosane_hf.imagery.bands import sensor_band_wavelength
+
+        return sensor_band_wavelength(name)
     return BAND_WAVELENGTHS_NM.get(name, BAND_WAVELENGTHS_NM.get(str(name).lower()))
 
 

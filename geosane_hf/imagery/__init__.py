@@ -9,6 +9,13 @@
 """
 
 from geosane_hf.imagery._resources import MissingDataPackageError, package_data_path
+from geosane_hf.imagery.bands import (
+    AmbiguousBandError,
+    BandNameError,
+    qualify_bands,
+    resolve_bands,
+    sensor_id,
+)
 from geosane_hf.imagery.landsat8 import (
     LANDSAT8_BAND_NAMES,
     BQAField,
@@ -54,7 +61,9 @@ __all__ = [
     "SENTINEL2_BAND_NAMES",
     "STATLOG_BAND_NAMES",
     "STATLOG_CLASS_NAMES",
+    "AmbiguousBandError",
     "BQAField",
+    "BandNameError",
     "BandStats",
     "CloudTileDataset",
     "Confidence",
@@ -79,7 +88,10 @@ __all__ = [
     "load_statlog",
     "package_data_path",
     "parse_statlog_lines",
+    "qualify_bands",
     "random_patches",
+    "resolve_bands",
+    "sensor_id",
     "split_blocks",
     "tile_scene",
 ]

@@ -15,7 +15,8 @@ def require_rasterio() -> Any:
         import rasterio
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "reading GeoTIFF/JPEG2000 scenes needs rasterio; install it with `pip install 'geosane-hf[imagery]'`"
+            "reading GeoTIFF/JPEG2000 scenes needs rasterio, a core dependency of geosane-hf missing from this "
+            "environment; install it with `pip install 'rasterio>=1.4'`"
         ) from error
     return rasterio
 
