@@ -278,8 +278,11 @@ def _publish(config: DemoConfig) -> dict[str, Any]:
 
     model_dir = _train_dir(config) / "model"
     commit = publish_to_cache(model_dir, config.repo_id, cache_dir=config.cache_dir)
-    # Load it back the way a user would, from the cache only, and compare with the trained folder.
+    # Load it back the way a user would, from the cache only, and compare with the trained folder. Importing
+    # geosane_hf.modeling registers the installed classes with AutoModel: no remote code runs.
     from transformers import AutoModel
+
+    import geosane_hf.modeling  # noqa: F401
 
     published = AutoModel.from_pretrained(config.repo_id, cache_dir=config.cache_dir, local_files_only=True)
     local = AutoModel.from_pretrained(model_dir)

@@ -68,7 +68,12 @@ def training_config_path(name_or_path: str | Path) -> Path:
         return path
     packaged = training_configs()
     key = path.name.removesuffix(".yaml")
-    if key in packaged and (str(name_or_path) == key or path.parent.as_posix() in ("training/configs", ".")):
+    # A name, or the path the configs had before they became package data (training/configs/<name>.yaml, relative
+    # or inside a clone).
+    old_home = path.parent.as_posix() in ("training/configs", ".") or path.parent.as_posix().endswith(
+        "/training/configs"
+    )
+    if key in packaged and (str(name_or_path) == key or old_home):
         return packaged[key]
     near = difflib.get_close_matches(key, list(packaged), n=2)
     raise FileNotFoundError(

@@ -476,7 +476,7 @@ def test_onnx_without_the_package_says_what_to_install(tmp_path, monkeypatch):
     path = tmp_path / "tiny.onnx"
     _tiny_onnx(path)
     monkeypatch.setitem(__import__("sys").modules, "onnx", None)
-    with pytest.raises(CheckpointError, match="pip install onnx"):
+    with pytest.raises(CheckpointError, match="pip install 'onnx"):
         load_checkpoint(path)
 
 

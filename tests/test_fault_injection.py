@@ -260,19 +260,19 @@ def test_a_second_collector_on_one_folder_is_refused(tmp_path):
 KILL_DURING_PUBLISH = textwrap.dedent(f"""
     import sys
     import timm
-    from geosane_hf import checkpoints
-    from geosane_hf.hub import save_timm_repo
+    from geosane_hf import hub
 
-    save = checkpoints.save_safetensors
+    render = hub.render_card
 
-    def stopping_save(state_dict, path, metadata=None):
-        save(state_dict, path, metadata=metadata)  # the new weights are written into the staging folder
+    def stopping_render(*args, **kwargs):
+        # timm's save_for_hf has written the new weights and config into the staging folder by now
         print("{MARKER}", flush=True)
         sys.stdin.read()
+        return render(*args, **kwargs)
 
-    checkpoints.save_safetensors = stopping_save
+    hub.render_card = stopping_render
     net = timm.create_model("test_resnet", pretrained=False, in_chans=4, num_classes=3)
-    save_timm_repo(net, sys.argv[1], {{"architecture": "test_resnet", "in_chans": 4}}, overwrite=True)
+    hub.save_timm_repo(net, sys.argv[1], {{"architecture": "test_resnet", "in_chans": 4}}, overwrite=True)
 """)
 
 

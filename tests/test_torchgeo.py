@@ -201,7 +201,7 @@ def test_generate_refuses_ambiguous_bands_and_takes_a_sensor(tmp_path, capsys):
     torch.manual_seed(0)
     GeoSANEModel(GeoSANEConfig.from_preset("tiny")).save_pretrained(tmp_path / "g")
     args = ["generate", "--prompt", "test_resnet", "--model", str(tmp_path / "g"), "--no-calibrate"]
-    assert main([*args, "--bands", "B2,B3,B4,B8", "--out", str(tmp_path / "a")]) == 1
+    assert main([*args, "--bands", "B2,B3,B4,B8", "--out", str(tmp_path / "a")]) == 2
     assert "--sensor S2" in capsys.readouterr().err and not (tmp_path / "a").exists()
     assert main([*args, "--bands", "B2,B3,B4,B8", "--sensor", "S2", "--out", str(tmp_path / "b")]) == 0
     provenance = json.loads((tmp_path / "b" / "geosane_generation.json").read_text())
