@@ -162,7 +162,7 @@ def test_output_saves_and_loads_a_timm_repo(geosane, tmp_path):
 
 def test_one_sampler_registry_serves_cli_space_and_experiments():
     from geosane_hf.commands.generate import register
-    from geosane_hf.evaluation.experiment_config import SAMPLERS as experiment_samplers
+    from geosane_hf.experiments.transfer.config import SAMPLERS as experiment_samplers
     from geosane_hf.generation import samplers
     from geosane_hf.generation.registry import SAMPLER_NAMES, get_sampler_class
 
