@@ -120,11 +120,6 @@ def _lerp(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], alpha: f
     }
 
 
-def _flip(x: torch.Tensor, flips: torch.Tensor, dim: int) -> torch.Tensor:
-    # x: [B, ...]; flips: [B] bool
-    return torch.where(flips.reshape([len(flips)] + [1] * (x.ndim - 1)), x.flip(dim), x)
-
-
 def finetune_zoo_model(net: nn.Module, data: Any, protocol: FinetuneProtocol, seed: int) -> nn.Module:
     """Fine-tunes a zoo model in place with the fixed protocol (same batches and flips for every start of a seed).
 
@@ -142,39 +137,15 @@ def finetune_zoo_model(net: nn.Module, data: Any, protocol: FinetuneProtocol, se
         >>> evaluate_model(net, data.test_x, data.test_y, "classification", 6)["accuracy"] > 0.5
         True
     """
+    from geosane_hf.collection.zoo import train_on_task
+    from geosane_hf.train_loop import LoopConfig
+
     generator = torch.Generator().manual_seed(_derive("finetune", seed))
-    optimizer = torch.optim.AdamW(net.parameters(), lr=protocol.lr, weight_decay=protocol.weight_decay)
-    n = len(data.train_x)
-    batches = [(a, min(a + protocol.batch_size, n)) for a in range(0, n, protocol.batch_size)]
-    batches = [(a, b) for a, b in batches if b - a >= 2]
-    total = max(protocol.epochs * len(batches), 1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+    config = LoopConfig(
+        epochs=protocol.epochs, batch_size=protocol.batch_size, lr=protocol.lr, weight_decay=protocol.weight_decay
     )
-    segmentation = data.task == "segmentation"
-    net.train()
-    with torch.enable_grad():
-        _finetune_epochs(net, data, protocol, generator, optimizer, scheduler, batches, segmentation)
+    train_on_task(net, data, config, generator, flips=protocol.flips)
     return net.eval()
-
-
-def _finetune_epochs(net, data, protocol, generator, optimizer, scheduler, batches, segmentation) -> None:
-    n = len(data.train_x)
-    for _ in range(protocol.epochs):
-        order = torch.randperm(n, generator=generator)
-        for a, b in batches:
-            idx = order[a:b]
-            x, y = data.train_x[idx], data.train_y[idx]  # [B, C, H, W], [B] or [B, H, W]
-            flips = torch.rand(2, len(idx), generator=generator) < 0.5  # [2, B]
-            if protocol.flips:
-                x = _flip(_flip(x, flips[0], -1), flips[1], -2)
-                if segmentation:
-                    y = _flip(_flip(y, flips[0], -1), flips[1], -2)
-            loss = nn.functional.cross_entropy(net(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
 
 
 class _Scorer:
