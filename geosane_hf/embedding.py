@@ -145,6 +145,7 @@ def embed_collection(
         EmbeddingError: The folder has no ``collection.jsonl`` or no models.
 
     Example:
+        >>> import tempfile
         >>> embed_collection(None, tempfile.mkdtemp())  # doctest: +IGNORE_EXCEPTION_DETAIL
         Traceback (most recent call last):
         EmbeddingError: expected a collection folder ...

@@ -27,6 +27,7 @@ ROOMS: dict[str, int] = {
     "geosane_hf.cards": 0,
     "geosane_hf.plots": 0,
     "geosane_hf.token_norm": 0,
+    "geosane_hf.train_loop": 0,
     # the self-contained model (Hub remote code): torch + transformers only
     "geosane_hf.modeling": 1,
     "modeling": 1,
