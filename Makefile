@@ -26,8 +26,9 @@ $(STAMP): pyproject.toml constraints.txt requirements-data.txt
 	$(PY) -c "import torch, torchvision, timm, transformers, geosane_hf; print('geosane_hf', geosane_hf.__version__, 'torch', torch.__version__, 'timm', timm.__version__)"
 	@touch $(STAMP)
 
+# The tests and every docstring example of the package (--doctest-modules: an example that no test runs rots).
 test: setup
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow" -q --doctest-modules tests geosane_hf modeling
 
 test-slow: setup
 	$(PY) -m pytest -m "slow" -q

@@ -24,7 +24,7 @@ an earlier call does not hide new allocations), in that last run (the first also
 scene read), against ``2 x prompt bytes + GeoSANE model bytes``; also the peak before BatchNorm calibration
 started (calibration activations of 16 x 224 x 224 images do not scale with the prompt).
 
-Calibration runs as in ``generate_weights`` (channels_last, ``api._CALIBRATE_CHANNELS_LAST``);
+Calibration runs as in ``generate_weights`` (channels_last, ``pipeline_geosane.CALIBRATE_CHANNELS_LAST``);
 ``--calibrate-contiguous`` runs it in the contiguous format instead (the previous default, for comparison).
 
 Usage:
@@ -49,7 +49,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model_speed import PeakRSS, add_allocator_flag, apply_allocator_flag, gemm_plan, gemm_step
 
-from geosane_hf.generation import api, generate_weights
+from geosane_hf.generation import generate_weights, pipeline_geosane
+from geosane_hf.generation.outputs import StepTimer
 from geosane_hf.modeling import GeoSANEConfig, GeoSANEModel
 from geosane_hf.runtime import release_freed_memory
 
@@ -58,8 +59,8 @@ STEPS = ["prompt", "tokenize", "encode", "sample", "decode", "detokenize", "cali
 OTHER = ["tokenize", "sample", "detokenize", "calibration_data", "calibrate"]
 
 
-class CpuTimer(api._Timer):
-    """``api._Timer`` that also records process CPU seconds per step (benchmark only)."""
+class CpuTimer(StepTimer):
+    """``StepTimer`` that also records process CPU seconds per step (benchmark only)."""
 
     last: CpuTimer | None = None
 
@@ -242,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.repeats = min(args.repeats, 2)
     torch.set_num_threads(args.threads)
-    api._Timer = CpuTimer  # per-step CPU time next to wall time (benchmark only)
-    api._CALIBRATE_CHANNELS_LAST = not args.calibrate_contiguous
+    pipeline_geosane.StepTimer = CpuTimer  # per-step CPU time next to wall time (benchmark only)
+    pipeline_geosane.CALIBRATE_CHANNELS_LAST = not args.calibrate_contiguous
     torch.manual_seed(0)
     model = GeoSANEModel(GeoSANEConfig.from_preset(args.preset)).eval()
     print(

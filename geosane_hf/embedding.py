@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,12 +32,15 @@ from geosane_hf.errors import GeoSANEError
 __all__ = [
     "CollectionEmbeddings",
     "EmbeddingError",
+    "LatentView",
     "architecture_of",
     "embed_collection",
     "embed_state_dict",
     "load_embeddings",
+    "load_geosane",
     "modality_of",
     "save_embeddings",
+    "write_latent_view",
 ]
 
 
@@ -142,6 +145,7 @@ def embed_collection(
         EmbeddingError: The folder has no ``collection.jsonl`` or no models.
 
     Example:
+        >>> import tempfile
         >>> embed_collection(None, tempfile.mkdtemp())  # doctest: +IGNORE_EXCEPTION_DETAIL
         Traceback (most recent call last):
         EmbeddingError: expected a collection folder ...
@@ -207,3 +211,84 @@ def load_embeddings(path: str | os.PathLike) -> CollectionEmbeddings:
         geosane_model=meta.get("geosane_model", "unsaved"),
         extra=json.loads(meta.get("extra", "{}")),
     )
+
+
+# ------------------------------------------------------------------------------------------------- latent view
+
+
+@dataclass
+class LatentView:
+    """What :func:`write_latent_view` wrote.
+
+    Attributes:
+        embeddings: ``embeddings.safetensors`` (one row per collection model).
+        figure: The PNG.
+        projection: The 2-D projection (method and note).
+        num_models / dim: Rows and width of the embeddings.
+    """
+
+    embeddings: Path
+    figure: Path
+    projection: Any
+    num_models: int
+    dim: int
+
+
+def load_geosane(path: str | os.PathLike | None) -> tuple[torch.nn.Module, str]:
+    """(model in eval mode, label for titles): a saved GeoSANE folder, or an untrained tiny one when None."""
+    from geosane_hf.modeling import GeoSANEConfig, GeoSANEModel
+
+    if path is None:
+        torch.manual_seed(0)
+        return GeoSANEModel(GeoSANEConfig.from_preset("tiny")).eval(), "untrained demo model (tiny, random)"
+    if not Path(path).exists():
+        raise FileNotFoundError(f"expected a GeoSANE model folder (save_pretrained output), got missing {path}")
+    return GeoSANEModel.from_pretrained(path).eval(), f"GeoSANE {Path(path).name}"
+
+
+def write_latent_view(
+    model: torch.nn.Module,
+    collection: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    label: str = "GeoSANE",
+    generated: Sequence[str | os.PathLike] = (),
+    method: str = "umap",
+    seed: int = 0,
+    png_name: str = "latent_umap.png",
+    progress: bool = True,
+) -> LatentView:
+    """Embeds every collection model, saves the embeddings and draws the 2-D picture (``geosane embed``).
+
+    Args:
+        model: The GeoSANE model.
+        collection: Collector output folder.
+        out_dir: Where ``embeddings.safetensors`` and the PNG go.
+        label: Figure title prefix.
+        generated: Generated timm repo folders, drawn as stars.
+        method: ``"umap"`` or ``"pca"``.
+        seed: Projection seed.
+        png_name: File name of the figure.
+        progress: Progress bar.
+    """
+    from geosane_hf.hub import load_generated_state_dict
+    from geosane_hf.plots import latent_figure, project_2d
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    embeddings = embed_collection(model, collection, show_progress=progress)
+    path = save_embeddings(embeddings, out / "embeddings.safetensors")
+    vectors, archs, mods = [embeddings.vectors], list(embeddings.architectures), list(embeddings.modalities)
+    highlight = []
+    for folder in generated:
+        highlight.append(len(archs))
+        vectors.append(embed_state_dict(model, load_generated_state_dict(folder))[None])
+        archs.append("generated")
+        mods.append("generated")
+    projection = project_2d(torch.cat(vectors), method=method, seed=seed)
+    fig = latent_figure(projection, archs, mods, highlight=highlight, title=f"{label}, {len(embeddings.ids)} models")
+    png = out / png_name
+    tmp = png.with_name(f".{png.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(png)
+    return LatentView(path, png, projection, len(embeddings.ids), int(embeddings.vectors.shape[1]))

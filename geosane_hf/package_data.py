@@ -20,7 +20,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-__all__ = ["card_template", "resource", "training_config_path", "training_configs"]
+__all__ = ["bundled_manifests", "card_template", "resource", "training_config_path", "training_configs"]
 
 CARD_TEMPLATES = ("model_card", "generated_model_card", "dataset_card")
 
@@ -45,6 +45,20 @@ def card_template(name: str) -> str:
             "installed without its data files; reinstall it (pip install --force-reinstall geosane-hf)"
         )
     return template.read_text(encoding="utf-8")
+
+
+def bundled_manifests() -> dict[str, Path]:
+    """``{name: path}`` of the packaged collection manifests (``offline``, ``public_rs``).
+
+    >>> sorted(bundled_manifests())
+    ['offline', 'public_rs']
+    """
+    folder = resource("manifests")
+    return {
+        entry.name.removesuffix(".yaml"): Path(str(entry))
+        for entry in folder.iterdir()
+        if entry.is_file() and entry.name.endswith(".yaml")
+    }
 
 
 def training_configs() -> dict[str, Path]:

@@ -15,20 +15,27 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib.util
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+import torch
+from torch import nn
 
 from geosane_hf.checkpoints import CheckpointError, CheckpointNotFoundError, LoadedCheckpoint, load_checkpoint
 from geosane_hf.safe_paths import resolve_inside
 
 __all__ = [
+    "IMAGENET_PROMPTS",
     "PACKAGED_CHECKPOINTS",
     "PackagedCheckpoint",
     "PackagedCheckpointMissingError",
     "find_packaged",
     "get_packaged",
+    "imagenet_state_dict",
     "load_packaged",
+    "map_by_order",
     "package_file",
     "packaged_checkpoints",
 ]
@@ -345,3 +352,51 @@ def load_packaged(name: str) -> LoadedCheckpoint:
     ckpt.metadata.extra["packaged"] = entry.name
     ckpt.metadata.extra["role"] = entry.role
     return ckpt
+
+
+# ---------------------------------------------------------------------------------------------------- ImageNet prompts
+
+#: timm architecture -> packaged ImageNet checkpoint whose tensors map onto it in order.
+IMAGENET_PROMPTS: dict[str, str] = {
+    "mobilenetv2_100": "mobilenet_v2-imagenet",
+    "tf_efficientnet_lite0": "efficientnet-lite0-imagenet",
+    "tf_efficientnet_lite1": "efficientnet-lite1-imagenet",
+    "tf_efficientnet_lite2": "efficientnet-lite2-imagenet",
+}
+
+
+def map_by_order(source: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Renames `source`'s tensors to `model`'s keys by position; every pair must have the same shape.
+
+    >>> import timm, torchvision
+    >>> sd = map_by_order(torchvision.models.mobilenet_v2().state_dict(), timm.create_model("mobilenetv2_100"))
+    >>> next(iter(sd))
+    'conv_stem.weight'
+    """
+    own = model.state_dict()
+    src = list(source.items())
+    if len(src) != len(own):
+        raise CheckpointError(
+            f"expected {len(own)} tensors to map by order onto {type(model).__name__}, got {len(src)}"
+        )
+    out = {}
+    for (key, ref), (src_key, value) in zip(own.items(), src, strict=True):
+        if tuple(value.shape) != tuple(ref.shape):
+            raise CheckpointError(
+                f"expected {src_key} to match {key} by order with shape {tuple(ref.shape)}, got {tuple(value.shape)}"
+            )
+        out[key] = value.detach().to(ref.dtype).clone()
+    return out
+
+
+def imagenet_state_dict(architecture: str) -> dict[str, torch.Tensor]:
+    """The packaged ImageNet weights in timm keys for `architecture` (3 bands, 1000 classes)."""
+    import timm
+
+    if architecture not in IMAGENET_PROMPTS:
+        raise CheckpointError(
+            f"expected an architecture with ImageNet weights available offline {sorted(IMAGENET_PROMPTS)}, got "
+            f"{architecture!r}; use scratch() or weight_selection() from one of them"
+        )
+    source = load_packaged(IMAGENET_PROMPTS[architecture]).state_dict
+    return map_by_order(source, timm.create_model(architecture, pretrained=False))

@@ -587,10 +587,21 @@ class GeoSANEModel(GeoSANEPreTrainedModel):
             labels / labels_2: ``[B, N, T]`` reconstruction targets (e.g. the un-erased tokens); default to the
                 views' tokens.
             return_loss: compute the losses.
+            kwargs: only ``return_dict`` / ``output_attentions`` / ``output_hidden_states`` (passed by generic
+                transformers code; ignored); any other name raises, so that a typo is never silently dropped.
 
         Returns:
             A [`GeoSANEModelOutput`].
+
+        Raises:
+            TypeError: An unknown keyword argument.
         """
+        unknown = sorted(set(kwargs) - {"return_dict", "output_attentions", "output_hidden_states"})
+        if unknown:
+            raise TypeError(
+                f"GeoSANEModel.forward() expected keyword arguments among tokens, positions, mask, layer_types, "
+                f"tokens_2, positions_2, mask_2, layer_types_2, labels, labels_2, return_loss, got unknown {unknown}"
+            )
         self._check_tokens(tokens, mask)
         batch, length, _ = tokens.shape
         self._check_positions(positions, batch, length)

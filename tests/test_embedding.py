@@ -117,7 +117,8 @@ def test_pca_separates_two_clusters():
 
 @pytest.mark.slow  # numba compiles UMAP on first use: ~20 s
 def test_umap_runs_on_enough_points():
-    pytest.importorskip("umap")
+    import umap  # noqa: F401  (the space extra, installed by make setup: a missing install fails)
+
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(0, 0.1, (10, 6)), rng.normal(5, 0.1, (10, 6))])
     projection = project_2d(x, method="umap")

@@ -10,7 +10,9 @@ import timm
 import torch
 
 from geosane_hf.evaluation import TargetArch, weight_distance
-from geosane_hf.evaluation.experiment import (
+from geosane_hf.evaluation.geosane_start import distance_keys, fitted_prompt, geosane_start, matched_prompt_noise
+from geosane_hf.experiments.transfer.config import TaskSpec, parse_start
+from geosane_hf.experiments.transfer.run import (
     ExperimentConfig,
     ExperimentConfigError,
     load_experiment_config,
@@ -19,8 +21,6 @@ from geosane_hf.evaluation.experiment import (
     plan_runs,
     run_experiment,
 )
-from geosane_hf.evaluation.experiment_config import TaskSpec, parse_start
-from geosane_hf.evaluation.geosane_start import distance_keys, fitted_prompt, geosane_start, matched_prompt_noise
 from geosane_hf.modeling import GeoSANEConfig, GeoSANEModel
 
 TARGET = TargetArch("test_resnet", 4, 6)  # timm's tiny test ResNet with BatchNorm (~0.1M parameters)

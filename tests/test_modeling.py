@@ -406,3 +406,12 @@ def test_halo_context_matters_and_long_inputs_are_validated():
         model.encode_long(tokens, positions[0])
     with pytest.raises(ValueError, match="batch_size > 0"):
         model.encode_long(tokens[0], positions[0], batch_size=0)
+
+
+def test_forward_rejects_unknown_keyword_arguments():
+    model = GeoSANEModel(GeoSANEConfig.from_preset("tiny")).eval()
+    tokens = torch.randn(1, 4, model.config.token_size)
+    positions = torch.zeros(1, 4, 3, dtype=torch.long)
+    with pytest.raises(TypeError, match=r"unknown \['lables'\]"):
+        model(tokens, positions, lables=tokens)
+    assert model(tokens, positions, return_dict=True).loss is not None  # generic transformers keywords pass

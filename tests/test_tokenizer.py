@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 from lazy_state_dict import CountingLazyStateDict
 
@@ -20,9 +21,6 @@ from geosane_hf.tokenizer import (
     WeightLayout,
     WeightTokenizer,
 )
-
-timm = pytest.importorskip("timm")
-
 
 # ----------------------------------------------------------------------------------------------------- helpers
 
@@ -398,9 +396,8 @@ def test_lazy_mapping_is_read_one_tensor_at_a_time(mode):
 
 
 def _load_checkpoint():
-    module = pytest.importorskip("geosane_hf.checkpoints")
-    if not hasattr(module, "load_checkpoint"):
-        pytest.skip("geosane_hf.checkpoints.load_checkpoint not available yet")
+    import geosane_hf.checkpoints as module
+
     return module
 
 

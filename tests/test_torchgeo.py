@@ -10,13 +10,11 @@ import json
 
 import numpy as np
 import pytest
+import rasterio
 
 from geosane_hf.evaluation import Task
 from geosane_hf.evaluation.data import EvaluationError, data_from_folder
 from geosane_hf.imagery.bands import AmbiguousBandError, qualify_bands, resolve_bands
-
-torchgeo = pytest.importorskip("torchgeo.datasets", reason="needs the torchgeo extra (make setup installs it)")
-rasterio = pytest.importorskip("rasterio")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,4 +1,4 @@
-"""The zoo experiment: generated population models vs matched-distance noise (geosane_hf.evaluation.zoo_experiment).
+"""The zoo experiment: generated population models vs matched-distance noise (geosane_hf.experiments.zoo.run).
 
 A `--quick` population (trained once per module) and a random tiny GeoSANE model: the numbers mean nothing, the
 behaviour is what is checked (exact matched distances, same BN treatment, held-out bookkeeping, files, determinism).
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from geosane_hf.collection.zoo import ZooConfig, train_zoo
-from geosane_hf.evaluation.zoo_experiment import (
+from geosane_hf.experiments.zoo.run import (
     FinetuneProtocol,
     ZooExperimentConfig,
     ZooExperimentError,
@@ -184,7 +184,7 @@ def test_per_layer_model_decodes_with_the_population_statistics(quick_zoo):
 
 def test_per_layer_codec_maps_decoded_tokens_back_with_the_anchors_mean_moments(quick_zoo, monkeypatch):
     from geosane_hf.collection.zoo import load_zoo_model, read_index
-    from geosane_hf.evaluation.zoo_experiment import _Codec
+    from geosane_hf.experiments.zoo.run import _Codec
 
     records = [r for r in read_index(quick_zoo)["models"] if r["architecture_kwargs"].get("width") == 12][:2]
     anchors = [load_zoo_model(quick_zoo, r).state_dict() for r in records]

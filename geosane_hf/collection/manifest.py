@@ -435,3 +435,22 @@ def _entry_to_dict(entry: ManifestEntry) -> dict[str, Any]:
             value = {k: v for k, v in dataclasses.asdict(value).items() if v is not None and v != {}}
         out[f.name] = value
     return out
+
+
+def resolve_manifest(name_or_path: str | os.PathLike) -> CollectionManifest:
+    """A manifest from a path, or from a bundled name (`offline`, `public_rs`) when no such file exists.
+
+    >>> resolve_manifest("offline").name
+    'offline'
+    """
+    from geosane_hf.package_data import bundled_manifests
+
+    path = Path(name_or_path)
+    bundled = bundled_manifests()
+    if not path.exists() and str(name_or_path) in bundled:
+        return CollectionManifest.from_yaml(bundled[str(name_or_path)])
+    if not path.exists():
+        raise ManifestError(
+            f"no manifest at {str(name_or_path)!r}: expected a YAML file or a bundled name {sorted(bundled)}."
+        )
+    return CollectionManifest.from_yaml(path)

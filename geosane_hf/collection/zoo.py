@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import random
 import time
@@ -46,6 +45,7 @@ from geosane_hf.imagery import (
     load_statlog,
 )
 from geosane_hf.safe_paths import resolve_inside
+from geosane_hf.train_loop import LoopConfig, train_epochs
 
 INDEX_FILENAME = "index.json"
 INDEX_FORMAT = "geosane-zoo"
@@ -416,35 +416,42 @@ def train_run(spec: RunSpec, data: TaskData | None = None, num_threads: int = 1)
         return _train_run(spec, data)
 
 
+def train_on_task(
+    model: nn.Module,
+    data: TaskData,
+    config: LoopConfig,
+    generator: torch.Generator,
+    *,
+    flips: bool = True,
+    on_epoch: Callable[[int, list[float]], None] | None = None,
+) -> None:
+    """The zoo's training protocol on a task's tensors (the population's runs and the zoo experiment's fine-tuning).
+
+    Cross-entropy (per pixel for segmentation) through :func:`geosane_hf.train_loop.train_epochs`; random
+    horizontal/vertical flips per sample are drawn from ``generator`` every step (applied when ``flips``), so that
+    with or without them the batch order is the same.
+    """
+    segmentation = data.task == "segmentation"
+
+    def step(idx: torch.Tensor) -> torch.Tensor:
+        x, y = data.train_x[idx], data.train_y[idx]  # [B, C, H, W], [B] or [B, H, W]
+        draws = torch.rand(2, len(idx), generator=generator) < 0.5  # [2, B]
+        if flips:
+            x = _flip(_flip(x, draws[0], -1), draws[1], -2)
+            if segmentation:
+                y = _flip(_flip(y, draws[0], -1), draws[1], -2)
+        return nn.functional.cross_entropy(model(x), y)
+
+    train_epochs(model, len(data.train_x), config, generator, step, on_epoch=on_epoch)
+
+
 def _train_run(spec: RunSpec, data: TaskData) -> list[TrainedCheckpoint]:
     torch.manual_seed(spec.seed)
     model = build_architecture(spec.architecture, **spec.architecture_kwargs)
     generator = torch.Generator().manual_seed(spec.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    n = len(data.train_x)
-    batches = [(start, min(start + spec.batch_size, n)) for start in range(0, n, spec.batch_size)]
-    batches = [(a, b) for a, b in batches if b - a >= 2]
-    total_steps = spec.epochs * len(batches)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
-    )
-    segmentation = data.task == "segmentation"
     checkpoints = []
-    for epoch in range(1, spec.epochs + 1):
-        model.train()
-        order = torch.randperm(n, generator=generator)
-        for a, b in batches:
-            idx = order[a:b]
-            x, y = data.train_x[idx], data.train_y[idx]  # [B, C, H, W], [B] or [B, H, W]
-            flips = torch.rand(2, len(idx), generator=generator) < 0.5  # [2, B]
-            x = _flip(_flip(x, flips[0], -1), flips[1], -2)
-            if segmentation:
-                y = _flip(_flip(y, flips[0], -1), flips[1], -2)
-            loss = nn.functional.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+
+    def save(epoch: int, losses: list[float]) -> None:
         if epoch in spec.save_epochs:
             checkpoints.append(
                 TrainedCheckpoint(
@@ -459,6 +466,9 @@ def _train_run(spec: RunSpec, data: TaskData) -> list[TrainedCheckpoint]:
                     ),
                 )
             )
+
+    config = LoopConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, weight_decay=spec.weight_decay)
+    train_on_task(model, data, config, generator, on_epoch=save)
     return checkpoints
 
 

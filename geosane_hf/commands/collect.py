@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-BUNDLED_MANIFESTS = ("offline", "public_rs")
+from geosane_hf.package_data import bundled_manifests
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "manifest",
         nargs="?",
         default=None,
-        help=f"manifest YAML, or a bundled one by name ({', '.join(BUNDLED_MANIFESTS)}); optional with --zoo",
+        help=f"manifest YAML, or a bundled one by name ({', '.join(sorted(bundled_manifests()))}); optional with --zoo",
     )
     parser.add_argument("--out", required=True, help="collection folder (created if needed)")
     parser.add_argument(
@@ -39,26 +39,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def resolve_manifest(name_or_path: str):
-    """A manifest from a path, or from a bundled name (`offline`, `public_rs`) when no such file exists."""
-    from pathlib import Path
-
-    from geosane_hf.collection.manifest import CollectionManifest, ManifestError
-
-    path = Path(name_or_path)
-    if not path.exists() and name_or_path in BUNDLED_MANIFESTS:
-        from importlib.resources import as_file, files
-
-        resource = files("geosane_hf") / "resources" / "manifests" / f"{name_or_path}.yaml"
-        with as_file(resource) as bundled:
-            return CollectionManifest.from_yaml(bundled)
-    if not path.exists():
-        raise ManifestError(
-            f"no manifest at {name_or_path!r}: expected a YAML file or a bundled name {list(BUNDLED_MANIFESTS)}."
-        )
-    return CollectionManifest.from_yaml(path)
-
-
 def run(args: argparse.Namespace) -> int:
     """Collects, prints the report table, returns 0 when at least one model is in the collection."""
     from geosane_hf.collection.collector import collect
@@ -66,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.manifest is None and not args.zoo:
         raise ManifestError("expected a MANIFEST, --zoo DIR, or both; got neither.")
+    from geosane_hf.collection.manifest import resolve_manifest
+
     manifest = resolve_manifest(args.manifest) if args.manifest is not None else None
     for zoo_dir in args.zoo:
         zoo = manifest_from_zoo(zoo_dir)

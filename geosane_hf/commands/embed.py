@@ -34,49 +34,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import torch
-
-    from geosane_hf.embedding import embed_collection, embed_state_dict, save_embeddings
-    from geosane_hf.plots import latent_figure, project_2d
+    from geosane_hf.embedding import load_geosane, write_latent_view
 
     model, label = load_geosane(args.model)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    embeddings = embed_collection(model, args.collection, show_progress=not args.no_progress)
-    path = save_embeddings(embeddings, out / "embeddings.safetensors")
-    vectors, archs, mods = [embeddings.vectors], list(embeddings.architectures), list(embeddings.modalities)
-    highlight = []
-    for folder in args.generated:
-        from geosane_hf.hub import load_generated_state_dict
-
-        highlight.append(len(archs))
-        vectors.append(embed_state_dict(model, load_generated_state_dict(folder))[None])
-        archs.append("generated")
-        mods.append("generated")
-    projection = project_2d(torch.cat(vectors), method=args.method, seed=args.seed)
-    fig = latent_figure(projection, archs, mods, highlight=highlight, title=f"{label}, {len(embeddings.ids)} models")
-    png = out / args.png_name
-    tmp = png.with_name(f".{png.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(png)
-    print(f"embeddings: {path} ({len(embeddings.ids)} x {embeddings.vectors.shape[1]})")
-    print(f"figure: {png} ({projection.method}{'; ' + projection.note if projection.note else ''})")
+    view = write_latent_view(
+        model,
+        args.collection,
+        args.out,
+        label=label,
+        generated=args.generated,
+        method=args.method,
+        seed=args.seed,
+        png_name=args.png_name,
+        progress=not args.no_progress,
+    )
+    print(f"embeddings: {view.embeddings} ({view.num_models} x {view.dim})")
+    print(
+        f"figure: {view.figure} ({view.projection.method}{'; ' + view.projection.note if view.projection.note else ''})"
+    )
     return 0
-
-
-def load_geosane(path: str | None):
-    """(model in eval mode, label for titles): a saved GeoSANE folder, or an untrained tiny one when None."""
-    from geosane_hf.modeling import GeoSANEConfig, GeoSANEModel
-
-    if path is None:
-        import torch
-
-        torch.manual_seed(0)
-        return GeoSANEModel(GeoSANEConfig.from_preset("tiny")).eval(), "untrained demo model (tiny, random)"
-    from pathlib import Path
-
-    if not Path(path).exists():
-        raise FileNotFoundError(f"expected a GeoSANE model folder (save_pretrained output), got missing {path}")
-    return GeoSANEModel.from_pretrained(path).eval(), f"GeoSANE {Path(path).name}"

@@ -86,7 +86,7 @@ def _own_task(args: argparse.Namespace):
     """The TaskSpec of --task/--data, or None."""
     from pathlib import Path
 
-    from geosane_hf.evaluation.experiment import ExperimentConfigError, TaskSpec
+    from geosane_hf.experiments.transfer.run import ExperimentConfigError, TaskSpec
 
     if args.task and args.data:
         raise ExperimentConfigError("expected either --task or --data, got both")
@@ -108,7 +108,7 @@ def _own_task(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from geosane_hf.evaluation.experiment import ExperimentConfigError, load_experiment_config, run_experiment
+    from geosane_hf.experiments.transfer.run import ExperimentConfigError, load_experiment_config, run_experiment
 
     try:
         own = _own_task(args)

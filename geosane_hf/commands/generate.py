@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import re
 
+from geosane_hf.generation.registry import SAMPLER_NAMES
+
 
 def _seed(text: str) -> int:
     try:
@@ -46,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--bands", default=None, help="comma-separated band names, e.g. B2,B3,B4,B5 with --sensor L8, or S2:B8"
     )
     parser.add_argument("--sensor", default=None, help="sensor of unqualified band names: L8, S2 or S1")
-    parser.add_argument("--sampler", default="prompt-noise", choices=("prompt-noise", "kde", "bootstrap"))
+    parser.add_argument("--sampler", default="prompt-noise", choices=SAMPLER_NAMES, help="a registered sampler")
     parser.add_argument("--collection", default=None, help="collector output folder (anchors for kde/bootstrap)")
     parser.add_argument("--seed", type=_seed, default=0, help="integer seed (same seed: identical weights)")
     parser.add_argument("--noise-scale", type=float, default=0.1, help="latent noise relative to the latent std")
@@ -77,51 +79,47 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:  # checked before any work
         raise OutputExistsError(f"expected a new output folder, got existing {out}; pass --overwrite to replace it")
 
-    from geosane_hf.generation import generate_weights
-    from geosane_hf.generation.api import GenerationError
-    from geosane_hf.hub import publish_folder, save_timm_repo
-    from geosane_hf.modeling import GeoSANEModel
+    from geosane_hf.generation import GeoSANEPipeline
+    from geosane_hf.generation.registry import get_sampler_class
+    from geosane_hf.hub import publish_folder
 
-    try:
-        model = GeoSANEModel.from_pretrained(args.model, revision=args.revision)
-    except OSError as error:
-        raise GenerationError(
-            f"expected a GeoSANE model folder or reachable Hub id, got {args.model!r} ({error})"
-        ) from error
-    output = generate_weights(
-        model,
+    sampler_class = get_sampler_class(args.sampler)
+    options = {
+        "noise_scale": args.noise_scale,
+        "candidates": args.candidates,
+        "keep": args.keep,
+        "rounds": args.rounds,
+    }
+    pipe = GeoSANEPipeline.from_pretrained(
+        args.model,
+        sampler_class.from_config(options),
+        revision=args.revision,
+        tokenizer_mode=args.tokenizer_mode,
+        collection=args.collection,
+    )
+    output = pipe(
         args.prompt,
-        sampler=args.sampler,
-        seed=args.seed,
-        noise_scale=args.noise_scale,
         in_chans=args.in_chans,
         num_classes=args.num_classes,
         bands=[b.strip() for b in args.bands.split(",") if b.strip()] if args.bands else None,
         sensor=args.sensor,
         architecture=args.architecture,
-        tokenizer_mode=args.tokenizer_mode,
-        collection=args.collection,
-        candidates=args.candidates,
-        keep=args.keep,
-        rounds=args.rounds,
+        seed=args.seed,
         calibrate=not args.no_calibrate,
         model_id=args.model,
         revision=args.revision,
         show_progress=True,
     )
-    provenance = dict(output.provenance)
-    if args.collection:
-        provenance["collection"] = args.collection
-    path = save_timm_repo(
-        output.models[0],
+    path = output.save_pretrained(
         out,
-        provenance,
         overwrite=args.overwrite,
         repo_id=args.push_to_hub,
         license=args.license,
         license_name=args.license_name,
         license_link=args.license_link,
+        extra={"collection": args.collection} if args.collection else None,
     )
+    provenance = output.provenance
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in output.timings.items())
     print(
         f"wrote {path} ({provenance['architecture']}, {provenance['in_chans']} bands, sampler {args.sampler}): {timings}"

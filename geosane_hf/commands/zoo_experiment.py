@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Runs the experiment and prints the Markdown report."""
     from geosane_hf.errors import UsageError
-    from geosane_hf.evaluation.zoo_experiment import FinetuneProtocol, ZooExperimentConfig, run_zoo_experiment
+    from geosane_hf.experiments.zoo.run import FinetuneProtocol, ZooExperimentConfig, run_zoo_experiment
 
     try:
         kwargs = json.loads(args.kwargs) if args.kwargs else None

@@ -23,19 +23,6 @@ from geosane_hf.evaluation.data import (
     data_from_folder,
     load_task_data,
 )
-from geosane_hf.evaluation.experiment import (
-    START_KINDS,
-    ExperimentConfig,
-    ExperimentConfigError,
-    ExperimentResult,
-    GeoSANESpec,
-    TargetSpec,
-    TaskSpec,
-    bundled_experiment,
-    load_experiment_config,
-    packaged_experiments,
-    run_experiment,
-)
 from geosane_hf.evaluation.finetune import (
     CPU_DEMO,
     PAPER_RECIPE,
@@ -78,6 +65,31 @@ from geosane_hf.evaluation.starts import (
     weight_selection,
 )
 from geosane_hf.evaluation.tasks import TASKS, Task, TaskConfig, evaluate_model, get_task_config
+
+# Compatibility shim (docs/architecture.md): the transfer experiment moved up to geosane_hf.experiments; its names
+# stay importable from here, loaded on first access so that evaluation never imports the room above it at import.
+_MOVED_TO_EXPERIMENTS = (
+    "START_KINDS",
+    "ExperimentConfig",
+    "ExperimentConfigError",
+    "ExperimentResult",
+    "GeoSANESpec",
+    "TargetSpec",
+    "TaskSpec",
+    "bundled_experiment",
+    "load_experiment_config",
+    "packaged_experiments",
+    "run_experiment",
+)
+
+
+def __getattr__(name: str):
+    if name in _MOVED_TO_EXPERIMENTS:
+        import importlib
+
+        return getattr(importlib.import_module("geosane_hf.experiments.transfer"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BUILTIN_DATA",

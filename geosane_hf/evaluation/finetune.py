@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from geosane_hf.evaluation.data import IGNORE_INDEX, EvaluationError
 from geosane_hf.evaluation.tasks import Task
+from geosane_hf.train_loop import LoopConfig, train_epochs
 
 
 @dataclass(frozen=True)
@@ -179,71 +180,60 @@ def finetune(
     masks = _param_masks(model, keep_masks, task.backbone_prefix) if keep_masks else []
     _apply_masks(masks)
     initial = task.evaluate(model)
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr,
-    )
     n = len(task.data.train)
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    total = max(1, steps_per_epoch * config.epochs)
-    warmup = int(config.warmup_fraction * total)
-
-    def lr_factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    loop = LoopConfig(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        decay_matrices_only=True,
+        warmup_fraction=config.warmup_fraction,
+        schedule_skipped=True,
+        max_grad_norm=config.max_grad_norm,
+    )
+    total = max(1, math.ceil(n / config.batch_size) * config.epochs)
     generator = torch.Generator().manual_seed(config.seed)
     if teacher is not None:
         teacher.eval()
+
+    def step(index: torch.Tensor) -> torch.Tensor:
+        images, targets = task.batch(task.data.train, index, device, generator if config.augment else None)
+        loss, logits = task.forward_loss(model, images, targets)
+        if teacher is None:
+            return loss
+        with torch.no_grad():
+            teacher_logits = teacher(images)
+        if task.kind == "segmentation":
+            valid = (targets != IGNORE_INDEX).float()  # [B, S, S]
+            kd = _masked_kd(logits, teacher_logits, config.distill_temperature, valid)
+        else:
+            kd = kd_loss(logits, teacher_logits, config.distill_temperature)
+        return (1.0 - config.distill_alpha) * loss + config.distill_alpha * kd
+
     history: list[EpochRecord] = []
     bar = tqdm(total=total, desc=description, disable=not config.progress, leave=False)
-    for epoch in range(config.epochs):
-        epoch_start = time.perf_counter()
-        model.train()
-        order = torch.randperm(n, generator=generator)
-        losses = []
-        for s in range(steps_per_epoch):
-            index = order[s * config.batch_size : (s + 1) * config.batch_size]
-            if len(index) < 2 and n >= 2:
-                continue  # a trailing one-sample batch breaks BatchNorm on 1x1 maps (same for every start)
-            images, targets = task.batch(task.data.train, index, device, generator if config.augment else None)
-            loss, logits = task.forward_loss(model, images, targets)
-            if teacher is not None:
-                with torch.no_grad():
-                    teacher_logits = teacher(images)
-                valid = None
-                if task.kind == "segmentation":
-                    valid = (targets != IGNORE_INDEX).float()  # [B, S, S]
-                kd = (
-                    kd_loss(logits, teacher_logits, config.distill_temperature)
-                    if valid is None
-                    else (_masked_kd(logits, teacher_logits, config.distill_temperature, valid))
-                )
-                loss = (1.0 - config.distill_alpha) * loss + config.distill_alpha * kd
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            _apply_masks(masks)
-            losses.append(float(loss.detach()))
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}")
-        last = epoch == config.epochs - 1
+    epoch_start = [time.perf_counter()]
+
+    def on_step(epoch: int, loss: float) -> None:
+        bar.update(1)
+        bar.set_postfix(epoch=epoch, loss=f"{loss:.3f}")
+
+    def on_epoch(epoch: int, losses: list[float]) -> None:
+        last = epoch == config.epochs
         metrics = task.evaluate(model) if (config.eval_every_epoch or last) else {}
         history.append(
             EpochRecord(
-                epoch=epoch + 1,
+                epoch=epoch,
                 train_loss=float(sum(losses) / max(1, len(losses))),
                 metrics=metrics,
-                seconds=time.perf_counter() - epoch_start,
+                seconds=time.perf_counter() - epoch_start[0],
             )
         )
+        epoch_start[0] = time.perf_counter()
+
+    train_epochs(
+        model, n, loop, generator, step, after_step=lambda: _apply_masks(masks), on_epoch=on_epoch, on_step=on_step
+    )
     bar.close()
     final = history[-1].metrics if history else initial
     return FinetuneResult(

@@ -33,6 +33,8 @@ from torch import nn
 
 from geosane_hf.evaluation.data import EvaluationError
 from geosane_hf.evaluation.models import TargetArch
+from geosane_hf.packaged import IMAGENET_PROMPTS, imagenet_state_dict
+from geosane_hf.packaged import map_by_order as map_by_order  # re-exported: public here before
 
 
 class StartError(EvaluationError):
@@ -146,51 +148,7 @@ def scratch(target: TargetArch, seed: int = 0) -> Start:
 
 
 # ---------------------------------------------------------------------------------------------------- ImageNet prompt
-
-#: timm architecture -> packaged ImageNet checkpoint whose tensors map onto it in order.
-IMAGENET_PROMPTS: dict[str, str] = {
-    "mobilenetv2_100": "mobilenet_v2-imagenet",
-    "tf_efficientnet_lite0": "efficientnet-lite0-imagenet",
-    "tf_efficientnet_lite1": "efficientnet-lite1-imagenet",
-    "tf_efficientnet_lite2": "efficientnet-lite2-imagenet",
-}
-
-
-def map_by_order(source: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """Renames `source`'s tensors to `model`'s keys by position; every pair must have the same shape.
-
-    >>> import timm, torchvision
-    >>> sd = map_by_order(torchvision.models.mobilenet_v2().state_dict(), timm.create_model("mobilenetv2_100"))
-    >>> next(iter(sd))
-    'conv_stem.weight'
-    """
-    own = model.state_dict()
-    src = list(source.items())
-    if len(src) != len(own):
-        raise StartError(f"expected {len(own)} tensors to map by order onto {type(model).__name__}, got {len(src)}")
-    out = {}
-    for (key, ref), (src_key, value) in zip(own.items(), src, strict=True):
-        if tuple(value.shape) != tuple(ref.shape):
-            raise StartError(
-                f"expected {src_key} to match {key} by order with shape {tuple(ref.shape)}, got {tuple(value.shape)}"
-            )
-        out[key] = value.detach().to(ref.dtype).clone()
-    return out
-
-
-def imagenet_state_dict(architecture: str) -> dict[str, torch.Tensor]:
-    """The packaged ImageNet weights in timm keys for `architecture` (3 bands, 1000 classes)."""
-    import timm
-
-    from geosane_hf.packaged import load_packaged
-
-    if architecture not in IMAGENET_PROMPTS:
-        raise StartError(
-            f"expected an architecture with ImageNet weights available offline {sorted(IMAGENET_PROMPTS)}, got "
-            f"{architecture!r}; use scratch() or weight_selection() from one of them"
-        )
-    source = load_packaged(IMAGENET_PROMPTS[architecture]).state_dict
-    return map_by_order(source, timm.create_model(architecture, pretrained=False))
+# IMAGENET_PROMPTS / imagenet_state_dict / map_by_order live in geosane_hf.packaged (below generation).
 
 
 def adapt_bands(state_dict: Mapping[str, torch.Tensor], key: str, in_chans: int) -> dict[str, torch.Tensor]:
@@ -221,6 +179,11 @@ def imagenet_prompt(target: TargetArch, seed: int = 0) -> Start:
     """
     import timm
 
+    if target.name not in IMAGENET_PROMPTS:
+        raise StartError(
+            f"expected an architecture with ImageNet weights available offline {sorted(IMAGENET_PROMPTS)}, got "
+            f"{target.name!r}; use scratch() or weight_selection() from one of them"
+        )
     sd = imagenet_state_dict(target.name)
     reference = timm.create_model(target.name, pretrained=False)
     stem = _first_conv_key(reference)

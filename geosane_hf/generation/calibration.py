@@ -17,14 +17,17 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-__all__ = ["CalibrationReport", "batchnorm_layers", "calibrate_batchnorm"]
+from geosane_hf.generation.errors import GenerationError
+
+__all__ = ["CalibrationReport", "batchnorm_layers", "calibrate_batchnorm", "calibration_set", "input_size"]
 
 
 @dataclass
@@ -115,3 +118,51 @@ def calibrate_batchnorm(
     if passes == 0:
         raise ValueError("expected at least one calibration batch, got none")
     return CalibrationReport(len(layers), count, passes)
+
+
+def input_size(target: nn.Module, img_size: int | None = None) -> int:
+    """The patch size for calibration and scoring: ``img_size``, else the timm model's input size."""
+    return int(img_size or target.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+
+
+def calibration_set(
+    target: nn.Module,
+    data: torch.Tensor | None,
+    bands: Sequence[str] | None,
+    img_size: int | None,
+    count: int,
+) -> tuple[torch.Tensor | None, dict[str, Any]]:
+    """The calibration-data step: the images to calibrate ``target``'s BatchNorm on, and what they are.
+
+    Args:
+        target: The target timm model (no BatchNorm: nothing to calibrate, no images).
+        data: ``[M, C, H, W]`` user images, or None for packaged scene patches of ``bands``.
+        bands: The target's band names.
+        img_size: Patch size (default: the target's input size).
+        count: Packaged patches to draw.
+
+    Returns:
+        ``(images or None, record)``; the record holds ``preprocessing`` (per-band mean/std) for packaged patches.
+
+    Raises:
+        GenerationError: Bands of no packaged scene (e.g. SAR) without ``data``.
+    """
+    if not batchnorm_layers(target):
+        return None, {"skipped": f"{type(target).__name__} has no BatchNorm layers"}
+    if data is not None:
+        return data, {"source": "user images", "num_images": int(data.shape[0])}
+    from geosane_hf.generation.data import calibration_images, scene_for_bands
+
+    if scene_for_bands(bands) is None:
+        raise GenerationError(
+            f"expected band names of a packaged scene (Landsat-8 B1..B11 or Sentinel-2 B01..B12) for BatchNorm "
+            f"calibration, got {list(bands) if bands else None}; pass calibration_data=[M, C, H, W] (e.g. SAR) or "
+            "calibrate=False"
+        )
+    images = calibration_images(bands, input_size(target, img_size), count)
+    info = {
+        "source": f"packaged {images.sensor} scene, {count} random patches",
+        "num_images": int(images.images.shape[0]),
+        "preprocessing": {"bands": list(images.bands), "mean": list(images.mean), "std": list(images.std)},
+    }
+    return images.images, info

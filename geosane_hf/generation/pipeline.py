@@ -1,11 +1,12 @@
 """A thin transformers pipeline for weight generation, registered as task ``"weight-generation"``.
 
-``GeoSANEModel`` gets no ``generate_weights`` method: the modeling files are uploaded to the Hub as remote code and
-must import only torch + transformers, while generation needs timm, the tokenizer and the packaged imagery. The
-pipeline binds the model to :func:`geosane_hf.generation.generate_weights` instead.
+An adapter over :class:`~geosane_hf.generation.GeoSANEPipeline` (through :func:`generate_weights`, whose keyword
+arguments it takes). ``GeoSANEModel`` gets no ``generate_weights`` method: the modeling files are uploaded to the Hub
+as remote code and must import only torch + transformers, while generation needs timm, the tokenizer and the
+packaged imagery.
 
-The task is registered on ``import geosane_hf.generation`` and on first use of ``geosane_hf.GeoSANEModel`` (no call
-needed). :func:`save_pretrained_with_pipeline` also records it in the saved config (``custom_pipelines``) and copies
+The task is registered on first use of a name of ``geosane_hf.generation`` and of ``geosane_hf.GeoSANEModel`` (no
+call needed). :func:`save_pretrained_with_pipeline` also records it in the saved config (``custom_pipelines``) and copies
 this file next to the weights, so ``pipeline(model="org/name", trust_remote_code=True)`` finds the task from a Hub
 repo where the task was never registered (the file imports ``geosane_hf``: the package must be installed).
 
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from transformers import Pipeline
 
 if TYPE_CHECKING:
-    from geosane_hf.generation.api import GenerationOutput
+    from geosane_hf.generation.outputs import GenerationOutput
 
 __all__ = ["TASK", "WeightGenerationPipeline", "register_pipeline", "save_pretrained_with_pipeline"]
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from geosane_hf.atomic_io import write_text
-from geosane_hf.evaluation.experiment_config import ExperimentConfig, parse_start
+from geosane_hf.experiments.transfer.config import ExperimentConfig, parse_start
 
 __all__ = ["ExperimentResult", "StartRow", "TargetTable", "Verdict", "build_report"]
 

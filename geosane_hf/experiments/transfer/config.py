@@ -28,6 +28,7 @@ from typing import Any
 
 from geosane_hf.errors import GeoSANEError
 from geosane_hf.evaluation.finetune import FinetuneConfig
+from geosane_hf.generation.registry import SAMPLER_NAMES
 
 __all__ = [
     "DEFAULT_STARTS",
@@ -45,7 +46,7 @@ __all__ = [
     "parse_start",
 ]
 
-SAMPLERS = ("prompt-noise", "kde", "bootstrap")  # geosane_hf.generation.samplers.SAMPLERS (not imported: heavy)
+SAMPLERS = SAMPLER_NAMES  # the one registry of sampler names (light: no torch)
 BAND_METHODS = ("wavelength", "repeat", "mean", "random")
 
 

@@ -1,29 +1,143 @@
-"""Markdown, JSON and figures of the zoo experiment (:mod:`geosane_hf.evaluation.zoo_experiment`).
-
-Files (written atomically: temp file, then rename):
-
-- ``zoo_experiment.json``: :meth:`ZooExperimentResult.to_dict` (every scored model, the curve, the pairs);
-- ``zoo_experiment.md``: the tables;
-- ``noise_curve.png``: anchor + noise accuracy vs L2 distance, with the generated models and matched-noise models
-  as points on the same axes;
-- ``interpolation.png``: accuracy along alpha for weight-space and latent-space paths.
-"""
+"""Zoo experiment results (:class:`ZooExperimentResult`) and their Markdown tables (:func:`render_markdown`)."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
-from pathlib import Path
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from geosane_hf.atomic_io import write_text
+__all__ = [
+    "InterpolationPair",
+    "MethodSummary",
+    "NoiseCurvePoint",
+    "PopulationMember",
+    "ScoredModel",
+    "ZooExperimentResult",
+    "render_markdown",
+]
 
-if TYPE_CHECKING:
-    from geosane_hf.evaluation.zoo_experiment import ZooExperimentResult
 
-__all__ = ["render_markdown", "write_report"]
+# ------------------------------------------------------------------------------------------------------- results
+
+
+@dataclass
+class PopulationMember:
+    """A population member of the chosen layout.
+
+    Attributes:
+        id: zoo model id; run_id, epoch, is_final as in the zoo index.
+        recorded: the test metric recorded in the zoo index.
+        measured: the same metric measured here without BN recalibration (must equal `recorded`).
+        in_training_set: True if GeoSANE trained on it, False if held out (or not in its dataset), None if unknown.
+        role: "anchor" (used for sampling and as nearest model) or "held-out" / "not-anchor".
+    """
+
+    id: str
+    run_id: str
+    epoch: int
+    is_final: bool
+    recorded: float
+    measured: float
+    in_training_set: bool | None
+    role: str
+
+
+@dataclass
+class ScoredModel:
+    """One evaluated start.
+
+    Attributes:
+        method: one of ``METHODS``.
+        seed: experiment seed.
+        name: what it is (``sample 3``, an anchor id, ``init 2`` ...).
+        zero_shot: test metric before fine-tuning (after BN recalibration when enabled).
+        finetuned: test metric after the fine-tuning protocol (None when not fine-tuned).
+        distance: L2 distance (parameters, BN statistics excluded) to `nearest` (generated, matched noise:
+            the generated model's nearest anchor; reconstruction: its own anchor).
+        nearest: the anchor id the distance refers to.
+    """
+
+    method: str
+    seed: int
+    name: str
+    zero_shot: float
+    finetuned: float | None = None
+    distance: float | None = None
+    nearest: str | None = None
+
+
+@dataclass
+class MethodSummary:
+    """Per method: mean ± std over seeds of the per-seed mean, and the pooled spread of single models."""
+
+    method: str
+    count: int
+    zero_shot_mean: float
+    zero_shot_std: float
+    zero_shot_min: float
+    zero_shot_median: float
+    zero_shot_max: float
+    finetuned_count: int
+    finetuned_mean: float | None
+    finetuned_std: float | None
+    distance_mean: float | None
+
+
+@dataclass
+class NoiseCurvePoint:
+    """Anchor + isotropic noise of exactly `distance`: zero-shot metric over anchors and draws."""
+
+    distance: float
+    mean: float
+    std: float
+    count: int
+
+
+@dataclass
+class InterpolationPair:
+    """Two anchors of different runs along alpha: weights ``(1 - alpha) w_a + alpha w_b`` vs decoded latent lerp."""
+
+    a: str
+    b: str
+    weight_distance: float
+    alphas: list[float]
+    weight_space: list[float]
+    latent_space: list[float]
+
+
+@dataclass
+class ZooExperimentResult:
+    """Everything :func:`run_zoo_experiment` measured (JSON via `to_dict`, Markdown via `to_markdown`)."""
+
+    config: dict[str, Any]
+    geosane_model: str
+    zoo_dir: str
+    architecture: str
+    architecture_kwargs: dict[str, Any]
+    dataset: str
+    metric: str
+    members: list[PopulationMember]
+    training_info: dict[str, Any]
+    scores: list[ScoredModel]
+    summary: list[MethodSummary]
+    curve: list[NoiseCurvePoint]
+    interpolation: list[InterpolationPair]
+    distances: dict[str, Any]
+    files: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def method(self, name: str) -> MethodSummary | None:
+        """The summary row of a method, or None."""
+        return next((s for s in self.summary if s.method == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_markdown(self) -> str:
+        return render_markdown(self)
+
 
 _LABELS = {
     "population": "population (anchors)",
@@ -195,99 +309,3 @@ def render_markdown(result: ZooExperimentResult) -> str:
             z = statistics.fmean(p.latent_space[mid[0]] for p in result.interpolation)
             lines += [f"Midpoints, mean over pairs: weight space {w:.4f}, latent space {z:.4f}.", ""]
     return "\n".join(lines)
-
-
-def _atomic_savefig(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _plots(result: ZooExperimentResult, out_dir: Path) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    files = {}
-    metric = result.metric
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    xs = [p.distance for p in result.curve]
-    ys = [p.mean for p in result.curve]
-    sd = [p.std for p in result.curve]
-    ax.plot(xs, ys, "-o", color="tab:gray", label="anchor + noise (mean ± std)")
-    ax.fill_between(
-        xs,
-        [y - s for y, s in zip(ys, sd, strict=True)],
-        [y + s for y, s in zip(ys, sd, strict=True)],
-        color="tab:gray",
-        alpha=0.2,
-    )
-    for method, colour, marker in (
-        ("generated", "tab:red", "o"),
-        ("matched_noise", "tab:blue", "x"),
-        ("reconstruction", "tab:green", "^"),
-    ):
-        pts = [(s.distance, s.zero_shot) for s in result.scores if s.method == method and s.distance is not None]
-        if method == "reconstruction":
-            pts = sorted(set(pts))
-        if pts:
-            ax.scatter(
-                [p[0] for p in pts],
-                [p[1] for p in pts],
-                c=colour,
-                marker=marker,
-                s=22,
-                alpha=0.8,
-                label=method.replace("_", " "),
-            )
-    population = result.method("population")
-    if population:
-        ax.axhline(population.zero_shot_median, color="k", ls="--", lw=1, label="population median")
-    init = result.method("random_init")
-    if init:
-        ax.axhline(init.zero_shot_mean, color="tab:orange", ls=":", lw=1, label="random init mean")
-    ax.set_xlabel("L2 distance to the nearest anchor (parameters)")
-    ax.set_ylabel(f"zero-shot test {metric}")
-    ax.set_title(f"{result.architecture} {result.architecture_kwargs.get('width', '')}: noise vs generated")
-    ax.legend(fontsize=7, loc="lower left")
-    path = out_dir / "noise_curve.png"
-    _atomic_savefig(fig, path)
-    plt.close(fig)
-    files["noise_curve_png"] = str(path)
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    if result.interpolation:
-        alphas = result.interpolation[0].alphas
-        for path_name, colour in (("weight_space", "tab:blue"), ("latent_space", "tab:red")):
-            series = [getattr(p, path_name) for p in result.interpolation]
-            for values in series:
-                ax.plot(alphas, values, color=colour, alpha=0.25, lw=1)
-            mean = [statistics.fmean(v[i] for v in series) for i in range(len(alphas))]
-            ax.plot(alphas, mean, "-o", color=colour, lw=2, label=path_name.replace("_", " ") + " (mean)")
-        ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no pair of anchors from different runs", ha="center", transform=ax.transAxes)
-    ax.set_xlabel("alpha (0 = member A, 1 = member B)")
-    ax.set_ylabel(f"zero-shot test {metric}")
-    ax.set_title("interpolation: weight space vs latent space")
-    path = out_dir / "interpolation.png"
-    _atomic_savefig(fig, path)
-    plt.close(fig)
-    files["interpolation_png"] = str(path)
-    return files
-
-
-def write_report(result: ZooExperimentResult, out_dir: Path) -> dict[str, str]:
-    """Writes JSON, Markdown and the two figures into `out_dir` (created); returns {kind: path}."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = _plots(result, out_dir)
-    files["markdown"] = str(out_dir / "zoo_experiment.md")
-    files["json"] = str(out_dir / "zoo_experiment.json")
-    result.files = dict(sorted(files.items()))
-    write_text(out_dir / "zoo_experiment.md", render_markdown(result) + "\n")
-    write_text(out_dir / "zoo_experiment.json", json.dumps(result.to_dict(), indent=1) + "\n")
-    return result.files

@@ -1,0 +1,185 @@
+"""The zoo experiment's view of GeoSANE: which members it saw (held-out ids, dataset), the layout, the codec."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from geosane_hf.experiments.zoo.config import ZooExperimentConfig, ZooExperimentError
+
+__all__ = ["read_holdout_ids"]
+
+
+def read_holdout_ids(model_dir: str | os.PathLike) -> list[str] | None:
+    """GeoSANE's held-out model ids from a trained model folder's card (``README.md`` row "held-out ids").
+
+    Returns None when the folder has no card or the card has no such row (unknown), [] for "none".
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "README.md").write_text("| held-out ids | `a-1`, `b-2` |\\n")
+        >>> read_holdout_ids(d), read_holdout_ids(tempfile.mkdtemp())
+        (['a-1', 'b-2'], None)
+    """
+    card = Path(model_dir) / "README.md"
+    if not card.is_file():
+        return None
+    for line in card.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and cells[0] == "held-out ids":
+            return re.findall(r"`([^`]+)`", cells[1])
+    return None
+
+
+def _find_dataset(model_dir: Path | None) -> str | None:
+    """The dataset a training run used, from ``<run>/checkpoints/*/trainer_state.json`` next to ``<run>/model``."""
+    if model_dir is None:
+        return None
+    for state in sorted((model_dir.parent / "checkpoints").glob("checkpoint_*/trainer_state.json"), reverse=True):
+        with contextlib.suppress(OSError, ValueError):
+            dataset = json.loads(state.read_text()).get("dataset")
+            if dataset and Path(dataset).is_dir():
+                return str(dataset)
+    return None
+
+
+def _dataset_models(dataset_dir: str, check: Sequence[str]) -> tuple[set[str], str | None, dict[str, str]]:
+    """(model ids, tokenizer mode, {id: layout fingerprint} for the ids in `check`) of a build-dataset folder."""
+    import pyarrow.parquet as pq
+
+    files = sorted(glob.glob(str(Path(dataset_dir) / "models" / "*.parquet")))
+    if not files:
+        raise ZooExperimentError(
+            f"expected a tokenized dataset (models/*.parquet from `geosane build-dataset`) in {dataset_dir}, got none"
+        )
+    table = pq.read_table(files, columns=["model_id", "mode"])
+    ids = table.column("model_id").to_pylist()
+    modes = sorted(set(table.column("mode").to_pylist()))
+    wanted = sorted(set(check) & set(ids))
+    fingerprints = {}
+    if wanted:
+        layouts = pq.read_table(files, columns=["model_id", "layout"], filters=[("model_id", "in", wanted)])
+        columns = layouts.column("model_id").to_pylist(), layouts.column("layout").to_pylist()
+        for model_id, layout in zip(*columns, strict=True):
+            fingerprints[model_id] = json.loads(layout)["fingerprint"]
+    return set(ids), modes[0] if len(modes) == 1 else None, fingerprints
+
+
+def _select_layout(
+    records: list[dict[str, Any]], config: ZooExperimentConfig
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    same_arch = [r for r in records if r["architecture"] == config.architecture]
+    if config.checkpoints == "final":
+        same_arch = [r for r in same_arch if r.get("is_final")]
+    if not same_arch:
+        known = sorted({r["architecture"] for r in records})
+        raise ZooExperimentError(
+            f"expected population members of architecture {config.architecture!r} ({config.checkpoints} "
+            f"checkpoints), got none; the zoo has {known}"
+        )
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for record in same_arch:
+        groups.setdefault(json.dumps(record["architecture_kwargs"], sort_keys=True), []).append(record)
+    if config.architecture_kwargs is not None:
+        wanted = dict(config.architecture_kwargs)
+        matching = [k for k in sorted(groups) if all(json.loads(k).get(n) == v for n, v in wanted.items())]
+        if not matching:
+            raise ZooExperimentError(
+                f"expected members with architecture_kwargs {wanted}, got none; layouts of {config.architecture}: "
+                f"{sorted(groups)}"
+            )
+    else:
+        matching = sorted(groups)
+    key = max(matching, key=lambda k: len(groups[k]))  # the most members; ties: first in sorted order
+    return json.loads(key), sorted(groups[key], key=lambda r: r["id"])
+
+
+class _Codec:
+    """Tokenize -> encode -> decode -> detokenize for one layout of the zoo."""
+
+    def __init__(self, model: nn.Module, template: Mapping[str, torch.Tensor], mode: str, batch_size: int) -> None:
+        from geosane_hf.tokenizer import WeightTokenizer
+
+        self.model = model
+        self.tokenizer = WeightTokenizer(model.config.token_size, mode=mode)
+        self.template = {k: v.clone() for k, v in template.items()}
+        tokenized = self.tokenizer.tokenize(self.template)
+        kinds = int(getattr(model.config, "num_layer_types", 0) or 0)
+        if kinds and int(tokenized.layer_types.max()) >= kinds:
+            raise ZooExperimentError(
+                f"expected layer types below the model's num_layer_types={kinds}, got "
+                f"{int(tokenized.layer_types.max())}; this GeoSANE model was not trained on this layout"
+            )
+        self.layout = tokenized.layout
+        self.positions = tokenized.positions.long()  # [N, 3]
+        self.layer_types = tokenized.layer_types  # [N]
+        self.mask = tokenized.mask  # [N, T]
+        self.kwargs = {"batch_size": batch_size, "show_progress": False}
+        # token_normalization="per-layer": members are standardised with their own per-layer statistics; decoded
+        # tokens are mapped back with the anchors' average statistics (fit_stats), the population's first two moments.
+        self.per_layer = getattr(model.config, "token_normalization", "none") == "per-layer"
+        self.stats = None
+
+    def fit_stats(self, state_dicts: list[Mapping[str, torch.Tensor]]) -> None:
+        """Per-layer statistics used by :meth:`decode` (per-layer models): the mean over ``state_dicts``."""
+        from geosane_hf.token_norm import LayerStats, layer_stats
+
+        if not self.per_layer:
+            return
+        stats = [layer_stats(t.tokens, t.mask, t.positions) for t in map(self.tokenizer.tokenize, state_dicts)]
+        self.stats = LayerStats(
+            torch.stack([s.mean for s in stats]).mean(0), torch.stack([s.std for s in stats]).mean(0)
+        )
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.layout.num_tokens)
+
+    def encode(self, state_dict: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        tok = self.tokenizer.tokenize(state_dict)
+        if tok.layout.fingerprint != self.layout.fingerprint:
+            raise ZooExperimentError("expected every member of the layout to tokenize to the same layout, got another")
+        device, dtype = self.model.device, self.model.dtype
+        tokens = tok.tokens
+        if self.per_layer:
+            from geosane_hf.token_norm import layer_stats, standardize
+
+            tokens = standardize(tokens, tok.mask, layer_stats(tokens, tok.mask, tok.positions))
+        return (
+            self.model.encode_long(
+                tokens.to(device, dtype),
+                self.positions.to(device),
+                tok.mask.to(device),
+                self.layer_types.to(device),
+                **self.kwargs,
+            )
+            .float()
+            .cpu()
+        )  # [N, L]
+
+    def decode(self, latents: torch.Tensor) -> dict[str, torch.Tensor]:
+        device, dtype = self.model.device, self.model.dtype
+        decoded = self.model.decode_long(
+            latents.to(device, dtype), self.positions.to(device), self.layer_types.to(device), **self.kwargs
+        )  # [N, T]
+        decoded = torch.where(self.mask, decoded.float().cpu(), 0.0)
+        if self.per_layer:
+            from geosane_hf.token_norm import destandardize
+
+            if self.stats is None:
+                raise ZooExperimentError("expected fit_stats(anchors) before decoding with a per-layer model")
+            decoded = destandardize(decoded, self.mask, self.stats)
+        sd = self.tokenizer.detokenize(decoded, self.layout)
+        for key in self.layout.missing_keys:  # "geosane" mode: BN statistics are not generated
+            sd[key] = self.template[key].clone()
+        return {k: sd[k] for k in self.template}
