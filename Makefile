@@ -11,7 +11,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export GRADIO_ANALYTICS_ENABLED := False
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-slow test-all style quality bench bench-full demo demo-quick results-docs space space-bundle clean-venv
+.PHONY: setup test test-slow test-all style quality bench bench-full demo demo-quick zoo-experiment results-docs space space-bundle clean-venv
 
 setup: $(STAMP)
 
@@ -64,6 +64,12 @@ bench-full: setup
 # The offline end-to-end demo (~12 min on 2 idle cores, resumable: run it again after an interruption).
 demo: setup
 	$(PY) -m geosane_hf.cli demo --out runs/demo
+
+# The in-distribution generation experiment (~15 min on 2 idle cores, resumable): a population of one layout, the zoo
+# autoencoder, generated models vs matched-distance noise, the quality-novelty curve and the targets
+# (runs/zoo-experiment/zoo_experiment.json; report in runs/zoo-experiment/experiment/zoo_experiment.md).
+zoo-experiment: setup
+	$(PY) -m geosane_hf.cli zoo-experiment --out runs/zoo-experiment
 
 # docs/results.md and its figures from the last `make demo` (runs it first when its report is missing).
 results-docs: setup

@@ -179,3 +179,36 @@ def test_one_sampler_registry_serves_cli_space_and_experiments():
     register(parser.add_subparsers())
     action = next(a for a in parser._subparsers._group_actions[0].choices["generate"]._actions if a.dest == "sampler")
     assert tuple(action.choices) == SAMPLER_NAMES
+
+
+def test_interpolation_sampler_keeps_the_prompt_without_anchors_and_moves_towards_one_with_them(geosane, collection):
+    """Residual interpolation: no collection -> the prompt itself; with anchors -> whole models between the two."""
+    from geosane_hf.generation import InterpolationSampler
+    from geosane_hf.generation.prompt import load_prompt
+
+    prompt, _ = load_prompt(ARCH, in_chans=4, num_classes=6, seed=0)
+    alone = GeoSANEPipeline(geosane, InterpolationSampler())(ARCH, calibrate=False, seed=0, **TARGET)
+    for key, value in prompt.state_dict.items():
+        torch.testing.assert_close(alone.state_dicts[0][key], value, rtol=0, atol=1e-6)
+
+    sampler = InterpolationSampler(interpolation_min=0.5, interpolation_max=0.5)
+    out = GeoSANEPipeline(geosane, sampler, collection=collection)(
+        ARCH, calibrate=False, num_samples=3, seed=0, **TARGET
+    )
+    for record in out.samples:
+        assert record["decode"] == "residual" and record["base"] == "prompt"
+        assert record["anchor_ids"][0] == "prompt" and record["anchor_ids"][1] in ("m0", "m1")
+        assert record["interpolation"] == 0.5 and sum(record["stats"].values()) == pytest.approx(1.0)
+    moved = out.state_dicts[0]["conv1.0.weight"] - prompt.state_dict["conv1.0.weight"]
+    assert moved.abs().max() > 0  # the decoded change towards the anchor is added to the prompt
+
+
+def test_interpolation_config_is_validated():
+    from geosane_hf.generation import InterpolationSampler
+
+    with pytest.raises(GenerationError, match="interpolation_min <= interpolation_max"):
+        InterpolationSampler(interpolation_min=0.6, interpolation_max=0.2)
+    with pytest.raises(GenerationError, match="pairs"):
+        InterpolationSampler(pairs="three")
+    with pytest.raises(GenerationError, match="finite"):
+        InterpolationSampler(interpolation_max=float("nan"))

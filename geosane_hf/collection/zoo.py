@@ -248,6 +248,17 @@ _QUICK_OVERRIDES: dict[str, dict[str, tuple]] = {
     "tiny_resnet": {"width": (8,), "depth": (1,), "lr": (1e-2,), "epochs": (2,)},
     "tiny_mobilenet": {"width": (8,), "depth": (1,), "lr": (3e-2,), "epochs": (2,)},
 }
+#: Population presets: which families the plan cycles through and grid values that replace the defaults.
+#: ``"mixed"`` (default): every family. ``"statlog-w8"``: one layout only (statlog_cnn, width 8; 2 checkpoints
+#: per run), the zoo experiment's population: SANE's zoos hold hundreds of runs of one layout, which a generator
+#: of that layout needs (9 runs per layout let the autoencoder memorise; docs/zoo_experiment.md).
+PRESETS: dict[str, tuple[tuple[str, ...], dict[str, dict[str, tuple]]]] = {
+    "mixed": (_FAMILY_CYCLE, {}),
+    "statlog-w8": (
+        ("statlog_cnn",),
+        {"statlog_cnn": {"width": (8,), "lr": (3e-3, 1e-2, 3e-2), "epochs": (4, 6, 8)}},
+    ),
+}
 _DATASET_OF = {"statlog_cnn": "statlog-landsat", "tiny_resnet": "landsat8-cloud", "tiny_mobilenet": "landsat8-cloud"}
 _IN_CHANS = {"statlog-landsat": 4, "landsat8-cloud": len(CLOUD_BANDS)}
 _NUM_CLASSES = {"statlog-landsat": len(STATLOG_CLASS_NAMES), "landsat8-cloud": len(CLOUD_CLASS_NAMES)}
@@ -270,28 +281,41 @@ def plan_population(
     seed: int = 0,
     quick: bool = False,
     checkpoints_per_run: int = DEFAULT_CHECKPOINTS_PER_RUN,
+    preset: str = "mixed",
 ) -> list[RunSpec]:
-    """Plans the runs of the population; run ``i`` depends only on (`seed`, `quick`, `checkpoints_per_run`, i).
+    """Plans the runs of the population; run ``i`` depends only on (`preset`, `seed`, `quick`, `checkpoints_per_run`,
+    i).
 
     Args:
         num_models: number of runs (default 150, or 6 with `quick`); each run saves `checkpoints_per_run` models.
         seed: population seed.
         quick: short runs of small models (tests, demo quick mode).
         checkpoints_per_run: checkpoints saved per run at evenly spaced epochs (the last is the final model).
+        preset: a key of :data:`PRESETS` (families and grid values).
 
     Example:
         >>> plan = plan_population(6, seed=0, quick=True)
         >>> [spec.architecture for spec in plan][:3], plan[0].run_id
         (['statlog_cnn', 'statlog_cnn', 'tiny_resnet'], 'statlog_cnn-0000')
+        >>> {spec.architecture_kwargs["width"] for spec in plan_population(20, preset="statlog-w8")}
+        {8}
     """
+    if preset not in PRESETS:
+        raise ZooError(f"expected a population preset among {sorted(PRESETS)}, got {preset!r}")
+    families, preset_grids = PRESETS[preset]
     num_models = (QUICK_NUM_MODELS if quick else DEFAULT_NUM_MODELS) if num_models is None else num_models
     if num_models < 1:
         raise ZooError(f"expected at least one model, got num_models={num_models}")
     plan = []
     for index in range(num_models):
-        architecture = _FAMILY_CYCLE[index % len(_FAMILY_CYCLE)]
-        grid = {**_GRIDS[architecture], **(_QUICK_OVERRIDES[architecture] if quick else {})}
-        rng = random.Random(f"geosane-zoo:{seed}:{int(quick)}:{index}")  # str seeds are hashed stably
+        architecture = families[index % len(families)]
+        grid = {
+            **_GRIDS[architecture],
+            **preset_grids.get(architecture, {}),
+            **(_QUICK_OVERRIDES[architecture] if quick else {}),
+        }
+        tag = "" if preset == "mixed" else f"{preset}:"  # the default plan keeps its historical seeds
+        rng = random.Random(f"geosane-zoo:{tag}{seed}:{int(quick)}:{index}")  # str seeds are hashed stably
         drawn = {name: rng.choice(values) for name, values in sorted(grid.items())}
         dataset = _DATASET_OF[architecture]
         kwargs: dict[str, Any] = {"in_chans": _IN_CHANS[dataset], "num_classes": _NUM_CLASSES[dataset]}
@@ -581,6 +605,7 @@ class ZooConfig:
     num_models: int | None = None  # number of runs (default 150, quick 6)
     seed: int = 0  # population seed
     quick: bool = False  # short runs of small models (< 1 minute)
+    preset: str = "mixed"  # population preset (PRESETS): every family, or one layout for the zoo experiment
     checkpoints_per_run: int = DEFAULT_CHECKPOINTS_PER_RUN  # models saved per run, at evenly spaced epochs
     workers: int = 1  # training processes (each uses one thread; results do not depend on it)
 
@@ -658,12 +683,14 @@ def train_zoo(config: ZooConfig, progress: bool = True) -> ZooResult:
     (out_dir / "models").mkdir(parents=True, exist_ok=True)
     index = read_index(out_dir)
     settings = {"seed": config.seed, "quick": config.quick, "checkpoints_per_run": config.checkpoints_per_run}
+    if config.preset != "mixed":  # populations of the default preset keep their historical settings record
+        settings["preset"] = config.preset
     if index["models"] and index.get("settings") != settings:
         raise ZooError(
             f"expected {out_dir} to hold a population made with {settings}, got {index.get('settings')}; "
             "pass another --out folder or the same settings to resume"
         )
-    plan = plan_population(config.num_models, config.seed, config.quick, config.checkpoints_per_run)
+    plan = plan_population(config.num_models, config.seed, config.quick, config.checkpoints_per_run, config.preset)
     if config.workers < 1:
         raise ZooError(f"expected workers >= 1, got {config.workers}")
     known = {record["id"]: record for record in index["models"]}

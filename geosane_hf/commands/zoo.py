@@ -31,6 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--seed", type=int, default=0, help="population seed (the plan and weights depend on it)")
     train.add_argument(
+        "--preset",
+        default="mixed",
+        choices=("mixed", "statlog-w8"),
+        help="mixed: every family (default); statlog-w8: one layout only, the zoo experiment's population",
+    )
+    train.add_argument(
         "--checkpoints-per-run",
         type=int,
         default=2,
@@ -61,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
             num_models=args.num_models,
             seed=args.seed,
             quick=args.quick,
+            preset=args.preset,
             checkpoints_per_run=args.checkpoints_per_run,
             workers=args.workers,
         )

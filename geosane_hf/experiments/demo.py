@@ -32,24 +32,21 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geosane_hf.atomic_io import write_json, write_text
-from geosane_hf.errors import GeoSANEError
+from geosane_hf.atomic_io import write_text
+from geosane_hf.errors import GeoSANEError, UsageError
 
 __all__ = ["DemoConfig", "DemoError", "DemoStage", "demo_stages", "run_demo"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 STATE_FILE = "demo_state.json"
 
 
@@ -202,68 +199,28 @@ def _train_dir(config: DemoConfig) -> Path:
 
 
 def _train(config: DemoConfig) -> dict[str, Any]:
-    out = _train_dir(config)
-    script = REPO_ROOT / "training" / "train.py"
-    if not script.is_file():
-        raise DemoError(
-            f"train stage: expected the training script at {script}; run the demo from a clone of the repository "
-            "(pip install -e .)"
-        )
-    holdout = holdout_runs(config.path("zoo"))
-    from geosane_hf.package_data import training_config_path
+    from geosane_hf.experiments.launch import TrainingLaunchError, launch_training
 
-    train_config = Path(config.train_config)
-    if not train_config.is_absolute() and (REPO_ROOT / train_config).is_file():
-        train_config = REPO_ROOT / train_config
-    train_config = training_config_path(train_config)  # a file, or a packaged name such as "small-demo"
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--cpu",
-        "--num_processes",
-        "1",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        str(script),
-        "--config",
-        str(train_config),
-        "--dataset",
-        str(config.path("dataset")),
-        "--output_dir",
-        str(out),
-        "--set",
-        f"holdout_ids=[{', '.join(holdout)}]",
-        "--set",
-        f"torch_threads={config.train_threads}",
-    ]
-    if config.train_steps is not None:
-        command += ["--num_steps", str(config.train_steps)]
-    if out.is_dir() and any(out.iterdir()):
-        if not config.resume:  # the training script refuses to mix two runs in one folder
-            shutil.rmtree(out)
-        else:  # continues from the last complete checkpoint (or starts over when none was saved)
-            command.append("--resume")
-    env = {**os.environ, "OMP_NUM_THREADS": str(config.train_threads)}
-    completed = subprocess.run(command, env=env, cwd=REPO_ROOT)
-    if completed.returncode != 0:
-        raise DemoError(
-            f"train stage: `accelerate launch training/train.py` exited with {completed.returncode} (see above); "
-            "run `make demo` again to resume from the last checkpoint"
+    holdout = holdout_runs(config.path("zoo"))
+    try:
+        run = launch_training(
+            config.train_config,
+            config.path("dataset"),
+            _train_dir(config),
+            holdout_ids=holdout,
+            threads=config.train_threads,
+            num_steps=config.train_steps,
+            resume=config.resume,
+            what="train stage",
         )
-    history = json.loads((out / "history.json").read_text())
-    final = history["evaluations"][-1] if history.get("evaluations") else {}
-    curve = out / "training_curve.png"  # the repository's plot script, like the training script itself
-    plotted = subprocess.run(
-        [sys.executable, "-m", "training.plot", str(out / "history.json"), str(curve)], cwd=REPO_ROOT, env=env
-    )
-    if plotted.returncode != 0:
-        raise DemoError(f"train stage: plotting {out / 'history.json'} failed (see above); the model is in {out}")
-    return {"holdout_ids": holdout, "final_evaluation": final, "model_dir": str(out / "model"), "curve": str(curve)}
+    except TrainingLaunchError as error:
+        raise DemoError(f"{error}; `make demo` resumes from the last checkpoint") from error
+    return {
+        "holdout_ids": holdout,
+        "final_evaluation": run.final_evaluation,
+        "model_dir": str(run.model_dir),
+        "curve": str(run.curve),
+    }
 
 
 def _publish(config: DemoConfig) -> dict[str, Any]:
@@ -347,8 +304,9 @@ def _generate(config: DemoConfig) -> dict[str, Any]:
 
 def _embed(config: DemoConfig) -> dict[str, Any]:
     from geosane_hf.embedding import load_geosane, write_latent_view
+    from geosane_hf.experiments.stages import read_state
 
-    generated = [row["folder"] for row in _read_state(config.root / STATE_FILE)["generate"]["summary"]["generated"]]
+    generated = [row["folder"] for row in read_state(config.root / STATE_FILE)["generate"]["summary"]["generated"]]
     model, label = load_geosane(_train_dir(config) / "model")
     view = write_latent_view(
         model,
@@ -391,7 +349,7 @@ def _evaluate(config: DemoConfig) -> dict[str, Any]:
 
 
 def _zoo_experiment(config: DemoConfig) -> dict[str, Any]:
-    from geosane_hf.experiments.zoo.run import ZooExperimentConfig, run_zoo_experiment
+    from geosane_hf.experiments.zoo import ZooExperimentConfig, run_zoo_experiment
 
     settings = ZooExperimentConfig(progress=config.progress)
     if config.quick:  # the same experiment, fewer samples, seeds and curve points
@@ -399,9 +357,8 @@ def _zoo_experiment(config: DemoConfig) -> dict[str, Any]:
             num_samples=2,
             seeds=(0, 1),
             population_finetune=2,
-            curve_points=3,
-            curve_anchors=1,
-            curve_draws=1,
+            curve_interpolations=(0.0, 0.3),
+            curve_samples=2,
             interpolation_pairs=1,
             alphas=(0.0, 0.5, 1.0),
             progress=config.progress,
@@ -465,19 +422,6 @@ def demo_stages(config: DemoConfig) -> list[DemoStage]:
 # ----------------------------------------------------------------------------------------------------- driver
 
 
-def _read_state(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return {}  # a torn write of an older version: redo the stages (each resumes on its own)
-
-
-def _write_state(path: Path, state: dict[str, Any]) -> None:
-    write_json(path, state, indent=2, default=str)
-
-
 @dataclass
 class DemoResult:
     """What the demo did: per stage, seconds and summary; and the path of the combined report."""
@@ -497,35 +441,17 @@ def run_demo(config: DemoConfig, only: list[str] | None = None) -> DemoResult:
     Raises:
         DemoError: A stage failed (re-running resumes from there).
     """
-    root = config.root
-    root.mkdir(parents=True, exist_ok=True)
-    state_path = root / STATE_FILE
-    state = _read_state(state_path) if config.resume else {}
+    from geosane_hf.experiments.stages import Stage, run_stages
+
     started = time.perf_counter()
-    stages = demo_stages(config)
-    unknown = set(only or []) - {s.name for s in stages}
-    if unknown:
-        raise DemoError(f"expected stage names from {[s.name for s in stages]}, got {sorted(unknown)}")
-    for number, stage in enumerate(stages, 1):
-        if only and stage.name not in only:
-            continue
-        fingerprint = stage.fingerprint(config)
-        record = state.get(stage.name)
-        header = f"[{number}/{len(stages)}] {stage.name}: {stage.description}"
-        if record and record.get("fingerprint") == fingerprint and record.get("done"):
-            print(f"{header} ... done before ({record['seconds']:.0f} s), skipped", flush=True)
-            continue
-        print(f"\n{header}", flush=True)
-        t0 = time.perf_counter()
-        summary = stage.run(config)
-        state[stage.name] = {
-            "done": True,
-            "fingerprint": fingerprint,
-            "seconds": round(time.perf_counter() - t0, 1),
-            "summary": summary,
-        }
-        _write_state(state_path, state)
-        print(f"{header} ... {state[stage.name]['seconds']:.0f} s", flush=True)
+    stages = [
+        Stage(s.name, s.description, functools.partial(s.run, config), s.fingerprint(config))
+        for s in demo_stages(config)
+    ]
+    try:
+        state = run_stages(stages, config.root / STATE_FILE, resume=config.resume, only=only)
+    except UsageError as error:
+        raise DemoError(str(error)) from error
     report = write_report(config, state)
     return DemoResult(state, report, time.perf_counter() - started)
 

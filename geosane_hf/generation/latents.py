@@ -27,7 +27,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,6 +96,28 @@ class AnchorSet:
         for member in self.members:
             if member.id not in keep:
                 member.latents = None
+
+    def stats_of(self, spec: str | Mapping[str, float]) -> LayerStats | None:
+        """Per-layer statistics a candidate maps its decoded tokens back with (None: the prompt's).
+
+        Args:
+            spec: An anchor id (``"prompt"``: None, the codec's default), or ``{anchor id: weight}``: the weighted
+                mean of those anchors' means and standard deviations (an interpolated model's statistics).
+
+        Raises:
+            GenerationError: An unknown anchor id, or weights that do not sum to 1.
+        """
+        if isinstance(spec, str):
+            return None if spec == "prompt" else self.member(spec).stats
+        total = sum(spec.values())
+        if not math.isclose(total, 1.0, rel_tol=1e-6, abs_tol=1e-6):
+            raise GenerationError(f"expected statistics weights that sum to 1, got {dict(spec)} (sum {total})")
+        parts = [(self.member(i).stats, float(w)) for i, w in spec.items()]
+        if any(stats is None for stats, _ in parts):
+            return None  # a model without per-layer normalisation: nothing to map back
+        mean = sum(w * stats.mean for stats, w in parts)  # [N]
+        std = sum(w * stats.std for stats, w in parts)  # [N]
+        return LayerStats(mean, std)
 
     def member(self, anchor_id: str) -> EncodedWeights:
         """The anchor called ``anchor_id``; raises :class:`GenerationError` naming the known ids."""

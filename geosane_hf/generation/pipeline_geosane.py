@@ -266,7 +266,7 @@ class GeoSANEPipeline:
 
         def materialise(candidate: Candidate) -> nn.Module:
             """The decode step: candidate -> timm model (decoded, detokenized, instantiated, calibrated)."""
-            stats = anchors.member(candidate.stats).stats if candidate.stats != "prompt" else None
+            stats = anchors.stats_of(candidate.stats)
             base = anchors.member(candidate.base) if candidate.decode == "residual" else None
             with timer("decode"):
                 decoded = codec.decode(candidate.latents, encoded, stats=stats, base=base)  # [N, T]

@@ -6,7 +6,7 @@ its class in :mod:`.samplers` (or registers a class of its own with :func:`regis
 
 Example:
     >>> SAMPLER_NAMES
-    ('prompt-noise', 'kde', 'bootstrap')
+    ('prompt-noise', 'kde', 'bootstrap', 'interpolate')
     >>> get_sampler_class("kde").__name__
     'KDESampler'
 """
@@ -24,6 +24,7 @@ _SAMPLERS: dict[str, str] = {
     "prompt-noise": "geosane_hf.generation.samplers:PromptNoiseSampler",
     "kde": "geosane_hf.generation.samplers:KDESampler",
     "bootstrap": "geosane_hf.generation.samplers:BootstrapSampler",
+    "interpolate": "geosane_hf.generation.samplers:InterpolationSampler",
 }
 
 #: The sampler names known when the package was imported (``sampler_names()`` includes later registrations).

@@ -7,7 +7,7 @@ from geosane_hf.experiments.zoo.config import FinetuneProtocol, ZooExperimentCon
 from geosane_hf.experiments.zoo.results import (
     InterpolationPair,
     MethodSummary,
-    NoiseCurvePoint,
+    NoveltyPoint,
     PopulationMember,
     ScoredModel,
     ZooExperimentResult,
@@ -18,7 +18,7 @@ __all__ = [
     "FinetuneProtocol",
     "InterpolationPair",
     "MethodSummary",
-    "NoiseCurvePoint",
+    "NoveltyPoint",
     "PopulationMember",
     "ScoredModel",
     "ZooExperimentConfig",

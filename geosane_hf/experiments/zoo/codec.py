@@ -15,8 +15,10 @@ import torch
 from torch import nn
 
 from geosane_hf.experiments.zoo.config import ZooExperimentConfig, ZooExperimentError
+from geosane_hf.generation.latents import EncodedWeights
+from geosane_hf.token_norm import LayerStats
 
-__all__ = ["read_holdout_ids"]
+__all__ = ["ZooCodec", "read_holdout_ids"]
 
 
 def read_holdout_ids(model_dir: str | os.PathLike) -> list[str] | None:
@@ -104,13 +106,20 @@ def _select_layout(
     return json.loads(key), sorted(groups[key], key=lambda r: r["id"])
 
 
-class _Codec:
-    """Tokenize -> encode -> decode -> detokenize for one layout of the zoo."""
+class ZooCodec:
+    """Tokenize -> encode -> decode -> detokenize for one layout of the zoo (the generation's :class:`LatentCodec`).
+
+    Every member is encoded standardised with its own per-layer statistics (models trained with
+    ``token_normalization="per-layer"``) and decoded tokens are mapped back with the statistics of the model they
+    stand for: a reconstruction with its own member's, an interpolated model with the same mixture of its two ends'
+    (never the population's average, which would move every decoded model away from its anchor and inflate the
+    distance matched noise is given).
+    """
 
     def __init__(self, model: nn.Module, template: Mapping[str, torch.Tensor], mode: str, batch_size: int) -> None:
+        from geosane_hf.generation.latents import LatentCodec
         from geosane_hf.tokenizer import WeightTokenizer
 
-        self.model = model
         self.tokenizer = WeightTokenizer(model.config.token_size, mode=mode)
         self.template = {k: v.clone() for k, v in template.items()}
         tokenized = self.tokenizer.tokenize(self.template)
@@ -121,65 +130,27 @@ class _Codec:
                 f"{int(tokenized.layer_types.max())}; this GeoSANE model was not trained on this layout"
             )
         self.layout = tokenized.layout
-        self.positions = tokenized.positions.long()  # [N, 3]
-        self.layer_types = tokenized.layer_types  # [N]
         self.mask = tokenized.mask  # [N, T]
-        self.kwargs = {"batch_size": batch_size, "show_progress": False}
-        # token_normalization="per-layer": members are standardised with their own per-layer statistics; decoded
-        # tokens are mapped back with the anchors' average statistics (fit_stats), the population's first two moments.
-        self.per_layer = getattr(model.config, "token_normalization", "none") == "per-layer"
-        self.stats = None
-
-    def fit_stats(self, state_dicts: list[Mapping[str, torch.Tensor]]) -> None:
-        """Per-layer statistics used by :meth:`decode` (per-layer models): the mean over ``state_dicts``."""
-        from geosane_hf.token_norm import LayerStats, layer_stats
-
-        if not self.per_layer:
-            return
-        stats = [layer_stats(t.tokens, t.mask, t.positions) for t in map(self.tokenizer.tokenize, state_dicts)]
-        self.stats = LayerStats(
-            torch.stack([s.mean for s in stats]).mean(0), torch.stack([s.std for s in stats]).mean(0)
-        )
+        self.latent = LatentCodec(model, window_batch_size=batch_size)
 
     @property
     def num_tokens(self) -> int:
         return int(self.layout.num_tokens)
 
-    def encode(self, state_dict: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def encode(self, state_dict: Mapping[str, torch.Tensor], member_id: str) -> EncodedWeights:
+        """The member in latent space (latents ``[N, L]``, its own per-layer statistics)."""
         tok = self.tokenizer.tokenize(state_dict)
         if tok.layout.fingerprint != self.layout.fingerprint:
             raise ZooExperimentError("expected every member of the layout to tokenize to the same layout, got another")
-        device, dtype = self.model.device, self.model.dtype
-        tokens = tok.tokens
-        if self.per_layer:
-            from geosane_hf.token_norm import layer_stats, standardize
+        encoded = self.latent.encode(tok, member_id)
+        encoded.latents = encoded.latents.float().cpu()
+        return encoded
 
-            tokens = standardize(tokens, tok.mask, layer_stats(tokens, tok.mask, tok.positions))
-        return (
-            self.model.encode_long(
-                tokens.to(device, dtype),
-                self.positions.to(device),
-                tok.mask.to(device),
-                self.layer_types.to(device),
-                **self.kwargs,
-            )
-            .float()
-            .cpu()
-        )  # [N, L]
-
-    def decode(self, latents: torch.Tensor) -> dict[str, torch.Tensor]:
-        device, dtype = self.model.device, self.model.dtype
-        decoded = self.model.decode_long(
-            latents.to(device, dtype), self.positions.to(device), self.layer_types.to(device), **self.kwargs
-        )  # [N, T]
-        decoded = torch.where(self.mask, decoded.float().cpu(), 0.0)
-        if self.per_layer:
-            from geosane_hf.token_norm import destandardize
-
-            if self.stats is None:
-                raise ZooExperimentError("expected fit_stats(anchors) before decoding with a per-layer model")
-            decoded = destandardize(decoded, self.mask, self.stats)
-        sd = self.tokenizer.detokenize(decoded, self.layout)
+    def decode(self, latents: torch.Tensor, like: EncodedWeights, stats: LayerStats | None = None) -> dict:
+        """A state_dict from latents ``[N, L]``, mapped back with ``stats`` (default: ``like``'s own)."""
+        device, dtype = self.latent.device, self.latent.model.dtype
+        decoded = self.latent.decode(latents.to(device, dtype), like, stats=stats)  # [N, T]
+        sd = self.tokenizer.detokenize(torch.where(self.mask, decoded, 0.0), self.layout)
         for key in self.layout.missing_keys:  # "geosane" mode: BN statistics are not generated
             sd[key] = self.template[key].clone()
         return {k: sd[k] for k in self.template}

@@ -45,7 +45,7 @@ class FinetuneProtocol:
 
 @dataclass(frozen=True)
 class ZooExperimentConfig:
-    """Settings of :func:`run_zoo_experiment` (defaults: < ~1 minute on 2 cores with a ``small`` model)."""
+    """Settings of :func:`run_zoo_experiment` (defaults: the issue-15 protocol, ~2 minutes on 2 cores)."""
 
     architecture: str = "statlog_cnn"  # zoo architecture name
     architecture_kwargs: Mapping[str, Any] | None = None  # one layout; None: the kwargs with the most members
@@ -54,19 +54,19 @@ class ZooExperimentConfig:
     holdout_ids: Sequence[str] | None = None  # GeoSANE's held-out ids; None: read from the model card (README.md)
     dataset_dir: str | None = None  # the tokenized dataset GeoSANE trained on; None: found via trainer_state.json
     tokenizer_mode: Literal["full", "geosane"] | None = None  # None: the dataset's mode, else "full"
-    sampler: Literal["kde", "anchor-noise"] = "kde"  # per-token KDE over anchors, or one anchor + noise
-    noise_scale: float = 0.1  # KDE bandwidth / noise, relative to the per-dimension std of the anchors' latents
-    num_samples: int = 8  # generated models per seed (as many matched-noise models and random inits)
-    seeds: Sequence[int] = (0, 1, 2)  # experiment seeds (sampling, noise, random init, fine-tuning order)
+    align: bool = True  # weight-match every member to the best anchor first (permutation symmetry removed)
+    sampler: Literal["interpolate", "kde"] = "interpolate"  # whole models between two anchors, or per-token KDE
+    interpolation: tuple[float, float] = (0.2, 0.35)  # interpolate: weight t of the second anchor ~ U(min, max)
+    noise_scale: float = 0.1  # kde: bandwidth relative to the per-dimension std of the anchors' latents
+    num_samples: int = 16  # generated models per seed (as many matched-noise models and random inits)
+    seeds: Sequence[int] = (0, 1, 2, 3, 4)  # experiment seeds (sampling, noise, random init, fine-tuning order)
     recalibrate_bn: bool = True  # re-estimate BN statistics of every start on the same train images
     calibration_images: int = 1024  # train images for BN recalibration (a fixed seeded subset)
     finetune: FinetuneProtocol = field(default_factory=FinetuneProtocol)  # the protocol after zero-shot
     population_finetune: int = 8  # anchors (evenly spread) also fine-tuned per seed, for population/reconstruction
-    curve_points: int = 9  # distances of the noise curve, 0 .. curve_max_factor x median generated distance
-    curve_max_factor: float = 2.0
-    curve_anchors: int = 4  # anchors of the curve (those most often nearest to a generated model first)
-    curve_draws: int = 2  # noise draws per anchor and distance
-    interpolation_pairs: int = 4  # pairs of anchors from different runs
+    curve_interpolations: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)  # quality-novelty curve: t per point
+    curve_samples: int = 8  # generated models (and as many matched-noise models) per curve point
+    interpolation_pairs: int = 8  # pairs of anchors from different runs
     alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0)  # interpolation weights of the second model
     window_batch_size: int = 8  # windows per encode/decode pass
     num_threads: int | None = 1  # torch intra-op threads during the run (restored afterwards); None: unchanged
@@ -78,20 +78,23 @@ class ZooExperimentConfig:
             problems.append(f"checkpoints 'all' or 'final', got {self.checkpoints!r}")
         if self.anchors not in ("train", "all"):
             problems.append(f"anchors 'train' or 'all', got {self.anchors!r}")
-        if self.sampler not in ("kde", "anchor-noise"):
-            problems.append(f"sampler 'kde' or 'anchor-noise', got {self.sampler!r}")
+        if self.sampler not in ("interpolate", "kde"):
+            problems.append(f"sampler 'interpolate' or 'kde', got {self.sampler!r}")
         if self.tokenizer_mode not in (None, "full", "geosane"):
             problems.append(f"tokenizer_mode None, 'full' or 'geosane', got {self.tokenizer_mode!r}")
         if not self.noise_scale >= 0:
             problems.append(f"noise_scale >= 0, got {self.noise_scale}")
+        low_high = tuple(self.interpolation)
+        if len(low_high) != 2 or not 0.0 <= low_high[0] <= low_high[1] <= 1.0:
+            problems.append(f"interpolation (min, max) with 0 <= min <= max <= 1, got {self.interpolation}")
         if self.num_samples < 1 or not self.seeds:
             problems.append(f"num_samples >= 1 and at least one seed, got {self.num_samples} and {self.seeds}")
         if self.calibration_images < 2:
             problems.append(f"calibration_images >= 2, got {self.calibration_images}")
-        if self.curve_points < 2 or self.curve_anchors < 1 or self.curve_draws < 1 or self.curve_max_factor <= 0:
+        if self.curve_samples < 1 or any(not 0.0 <= t <= 1.0 for t in self.curve_interpolations):
             problems.append(
-                f"curve_points >= 2, curve_anchors >= 1, curve_draws >= 1, curve_max_factor > 0, got "
-                f"{self.curve_points}, {self.curve_anchors}, {self.curve_draws}, {self.curve_max_factor}"
+                f"curve_samples >= 1 and curve_interpolations in [0, 1], got {self.curve_samples}, "
+                f"{self.curve_interpolations}"
             )
         if self.interpolation_pairs < 0 or any(not 0.0 <= a <= 1.0 for a in self.alphas):
             problems.append(
@@ -106,6 +109,8 @@ class ZooExperimentConfig:
         out = asdict(self)
         out["seeds"] = list(self.seeds)
         out["alphas"] = list(self.alphas)
+        out["interpolation"] = list(self.interpolation)
+        out["curve_interpolations"] = list(self.curve_interpolations)
         out["holdout_ids"] = None if self.holdout_ids is None else list(self.holdout_ids)
         out["architecture_kwargs"] = None if self.architecture_kwargs is None else dict(self.architecture_kwargs)
         return out

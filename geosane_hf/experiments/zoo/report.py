@@ -4,8 +4,8 @@ Files (written atomically: temp file, then rename):
 
 - ``zoo_experiment.json``: :meth:`ZooExperimentResult.to_dict` (every scored model, the curve, the pairs);
 - ``zoo_experiment.md``: the tables;
-- ``noise_curve.png``: anchor + noise accuracy vs L2 distance, with the generated models and matched-noise models
-  as points on the same axes;
+- ``quality_novelty.png``: generated models' accuracy vs their distance to the nearest training member, one point
+  per interpolation weight, and matched-distance noise at the same distances;
 - ``interpolation.png``: accuracy along alpha for weight-space and latent-space paths.
 """
 
@@ -41,48 +41,42 @@ def _plots(result: ZooExperimentResult, out_dir: Path) -> dict[str, str]:
     metric = result.metric
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     xs = [p.distance for p in result.curve]
-    ys = [p.mean for p in result.curve]
-    sd = [p.std for p in result.curve]
-    ax.plot(xs, ys, "-o", color="tab:gray", label="anchor + noise (mean ± std)")
-    ax.fill_between(
-        xs,
-        [y - s for y, s in zip(ys, sd, strict=True)],
-        [y + s for y, s in zip(ys, sd, strict=True)],
-        color="tab:gray",
-        alpha=0.2,
-    )
-    for method, colour, marker in (
-        ("generated", "tab:red", "o"),
-        ("matched_noise", "tab:blue", "x"),
-        ("reconstruction", "tab:green", "^"),
+    for mean_name, std_name, colour, label in (
+        ("generated_mean", "generated_std", "tab:red", "generated (mean ± std)"),
+        ("noise_mean", "noise_std", "tab:blue", "matched-distance noise (mean ± std)"),
     ):
-        pts = [(s.distance, s.zero_shot) for s in result.scores if s.method == method and s.distance is not None]
-        if method == "reconstruction":
-            pts = sorted(set(pts))
-        if pts:
-            ax.scatter(
-                [p[0] for p in pts],
-                [p[1] for p in pts],
-                c=colour,
-                marker=marker,
-                s=22,
-                alpha=0.8,
-                label=method.replace("_", " "),
-            )
+        ys = [getattr(p, mean_name) for p in result.curve]
+        sd = [getattr(p, std_name) for p in result.curve]
+        ax.plot(xs, ys, "-o", color=colour, label=label)
+        ax.fill_between(
+            xs,
+            [y - s for y, s in zip(ys, sd, strict=True)],
+            [y + s for y, s in zip(ys, sd, strict=True)],
+            color=colour,
+            alpha=0.15,
+        )
+    for point in result.curve:
+        ax.annotate(
+            f"t={point.interpolation:g}",
+            (point.distance, point.generated_mean),
+            fontsize=7,
+            textcoords="offset points",
+            xytext=(3, 4),
+        )
     population = result.method("population")
     if population:
-        ax.axhline(population.zero_shot_median, color="k", ls="--", lw=1, label="population median")
-    init = result.method("random_init")
-    if init:
-        ax.axhline(init.zero_shot_mean, color="tab:orange", ls=":", lw=1, label="random init mean")
-    ax.set_xlabel("L2 distance to the nearest anchor (parameters)")
+        mean = population.zero_shot_mean
+        ax.axhline(mean, color="k", ls="--", lw=1, label="population mean")
+        ax.axhline(0.95 * mean, color="k", ls=":", lw=1, label="95% / 90% of the mean")
+        ax.axhline(0.90 * mean, color="k", ls=":", lw=1)
+    ax.set_xlabel("L2 distance to the nearest training member (aligned frame)")
     ax.set_ylabel(f"zero-shot test {metric}")
-    ax.set_title(f"{result.architecture} {result.architecture_kwargs.get('width', '')}: noise vs generated")
+    ax.set_title(f"{result.architecture} {result.architecture_kwargs.get('width', '')}: quality vs novelty")
     ax.legend(fontsize=7, loc="lower left")
-    path = out_dir / "noise_curve.png"
+    path = out_dir / "quality_novelty.png"
     _atomic_savefig(fig, path)
     plt.close(fig)
-    files["noise_curve_png"] = str(path)
+    files["quality_novelty_png"] = str(path)
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     if result.interpolation:

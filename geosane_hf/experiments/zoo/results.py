@@ -11,7 +11,7 @@ from typing import Any
 __all__ = [
     "InterpolationPair",
     "MethodSummary",
-    "NoiseCurvePoint",
+    "NoveltyPoint",
     "PopulationMember",
     "ScoredModel",
     "ZooExperimentResult",
@@ -86,12 +86,23 @@ class MethodSummary:
 
 
 @dataclass
-class NoiseCurvePoint:
-    """Anchor + isotropic noise of exactly `distance`: zero-shot metric over anchors and draws."""
+class NoveltyPoint:
+    """One point of the quality-novelty curve: generated models at one interpolation weight vs matched noise.
 
+    Attributes:
+        interpolation: the weight t of the second anchor (0: reconstructions of single anchors).
+        distance: mean L2 distance of the generated models to their nearest anchor (= the noise models').
+        generated_mean / generated_std: zero-shot metric of the generated models.
+        noise_mean / noise_std: zero-shot metric of nearest anchor + isotropic noise at each model's distance.
+        count: models per series.
+    """
+
+    interpolation: float
     distance: float
-    mean: float
-    std: float
+    generated_mean: float
+    generated_std: float
+    noise_mean: float
+    noise_std: float
     count: int
 
 
@@ -122,9 +133,10 @@ class ZooExperimentResult:
     training_info: dict[str, Any]
     scores: list[ScoredModel]
     summary: list[MethodSummary]
-    curve: list[NoiseCurvePoint]
+    curve: list[NoveltyPoint]
     interpolation: list[InterpolationPair]
     distances: dict[str, Any]
+    targets: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -184,8 +196,13 @@ def render_markdown(result: ZooExperimentResult) -> str:
         f"{result.distances['num_parameters']:,} parameters, {result.distances['num_tokens']} tokens "
         f"({result.training_info['tokenizer_mode']} mode).",
         "",
-        f"Sampler `{cfg['sampler']}`, noise scale {cfg['noise_scale']} (relative to the anchors' latent std), "
-        f"{cfg['num_samples']} samples per seed, seeds {cfg['seeds']}. BatchNorm: {result.training_info['bn']}"
+        f"Alignment: {result.training_info.get('alignment', 'not aligned')}. Sampler `{cfg['sampler']}` ("
+        + (
+            f"t ~ U{tuple(cfg['interpolation'])} between two anchors"
+            if cfg["sampler"] == "interpolate"
+            else f"bandwidth {cfg['noise_scale']} x the anchors' latent std"
+        )
+        + f"), {cfg['num_samples']} samples per seed, seeds {cfg['seeds']}. BatchNorm: {result.training_info['bn']}"
         + (f" ({cfg['calibration_images']} images)." if cfg["recalibrate_bn"] else ".")
         + f" Fine-tuning (same for every start): {ft['epochs']} epoch(s), AdamW lr {ft['lr']} cosine to 0, batch "
         f"{ft['batch_size']}, weight decay {ft['weight_decay']}, flips {ft['flips']}; population and reconstruction "
@@ -235,6 +252,7 @@ def render_markdown(result: ZooExperimentResult) -> str:
             )
         lines += [text + ".", ""]
 
+    lines += _targets_markdown(result)
     lines += ["## The population", ""]
     rows = []
     for role, group in (("anchors", anchors), ("held out", held)):
@@ -275,14 +293,25 @@ def render_markdown(result: ZooExperimentResult) -> str:
     lines += [_table(["distance", "mean", "min", "median", "max"], rows), ""]
 
     lines += [
-        "## Anchor + noise vs distance",
+        "## Quality vs novelty",
         "",
-        f"Anchors {', '.join(f'`{a}`' for a in result.distances['curve_anchors'])} (most often nearest to a generated "
-        f"model), {cfg['curve_draws']} draws each; zero-shot {metric}, same BN treatment. ![noise curve](noise_curve.png)",
+        f"Generated models at interpolation weight t (t = 0: an anchor's reconstruction; larger t: farther from every "
+        f"training member) and, for each, its nearest anchor + isotropic noise at exactly its distance; "
+        f"{cfg['curve_samples']} models per point, zero-shot {metric}, same BN treatment. Distances are measured in "
+        "the aligned frame (modulo permutations of hidden units). ![quality vs novelty](quality_novelty.png)",
         "",
         _table(
-            ["distance", f"{metric} mean ± std", "models"],
-            [[_f(p.distance, 3), _pm(p.mean, p.std), str(p.count)] for p in result.curve],
+            ["t", "distance", f"generated {metric}", f"matched noise {metric}", "generated - noise"],
+            [
+                [
+                    f"{p.interpolation:g}",
+                    _f(p.distance, 3),
+                    _pm(p.generated_mean, p.generated_std),
+                    _pm(p.noise_mean, p.noise_std),
+                    f"{100 * (p.generated_mean - p.noise_mean):+.1f} points",
+                ]
+                for p in result.curve
+            ],
         ),
         "",
     ]
@@ -309,3 +338,41 @@ def render_markdown(result: ZooExperimentResult) -> str:
             z = statistics.fmean(p.latent_space[mid[0]] for p in result.interpolation)
             lines += [f"Midpoints, mean over pairs: weight space {w:.4f}, latent space {z:.4f}.", ""]
     return "\n".join(lines)
+
+
+def _targets_markdown(result: ZooExperimentResult) -> list[str]:
+    """The issue-15 targets as a table of value ± spread, threshold and verdict."""
+    if not result.targets:
+        return []
+    rows = []
+    for name in ("heldout_reconstruction", "generated_vs_population", "generated_minus_noise", "latent_midpoints"):
+        t = result.targets.get(name)
+        if not t:
+            continue
+        points = name == "generated_minus_noise"
+        value = (
+            f"{100 * t['value']:+.1f} ± {100 * t['std']:.1f} points"
+            if points
+            else f"{t['value']:.1%} ± {t['std']:.1%}"
+        )
+        threshold = f"{100 * t['threshold']:+.0f} points" if points else f"{t['threshold']:.0%}"
+        verdict = (
+            ("met, beyond the spread" if t["beyond_spread"] else "met, within the spread") if t["met"] else "not met"
+        )
+        rows.append([t["what"], value, threshold, verdict])
+    lines = [
+        "## Targets (issue 15, in distribution)",
+        "",
+        _table(["target", "measured", "threshold", "verdict"], rows),
+        "",
+    ]
+    frontier = result.targets.get("frontier")
+    if frontier:
+        lines += [f"Frontier ({frontier['what']}): {'met' if frontier['met'] else 'not met'}.", ""]
+    if "weight_midpoints" in result.targets:
+        lines += [
+            f"Weight-space midpoints of the same aligned pairs (no autoencoder): "
+            f"{result.targets['weight_midpoints']:.1%} of the population mean.",
+            "",
+        ]
+    return lines
