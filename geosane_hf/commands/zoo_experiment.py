@@ -54,13 +54,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--interpolation",
         type=float,
         nargs=2,
-        default=(0.2, 0.35),
+        default=None,
         metavar=("MIN", "MAX"),
-        help="interpolate: weight t of the second anchor drawn from U(MIN, MAX)",
+        help="interpolate: weight t of the second anchor drawn from U(MIN, MAX) (default: ZooExperimentConfig's)",
     )
     parser.add_argument("--noise-scale", type=float, default=0.1, help="kde: bandwidth relative to the latent std")
     parser.add_argument("--no-align", action="store_true", help="do not weight-match the members first")
-    parser.add_argument("--num-samples", type=int, default=8, help="generated models per seed")
+    parser.add_argument("--num-samples", type=int, default=None, help="generated models per seed (default 16)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--finetune-lr", type=float, default=3e-3)
@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
             "expected both --model and --zoo (the experiment on a trained model and population) or neither (the "
             f"whole pipeline into --out), got only {'--model' if args.model else '--zoo'}"
         )
+    defaults = ZooExperimentConfig()
     config = ZooExperimentConfig(
         architecture=args.architecture,
         architecture_kwargs=kwargs,
@@ -96,9 +97,9 @@ def run(args: argparse.Namespace) -> int:
         dataset_dir=args.dataset,
         align=not args.no_align,
         sampler=args.sampler,
-        interpolation=tuple(args.interpolation),
+        interpolation=tuple(args.interpolation) if args.interpolation else defaults.interpolation,
         noise_scale=args.noise_scale,
-        num_samples=args.num_samples,
+        num_samples=args.num_samples or defaults.num_samples,
         seeds=tuple(args.seeds),
         recalibrate_bn=not args.no_recalibrate_bn,
         finetune=FinetuneProtocol(epochs=args.finetune_epochs, lr=args.finetune_lr),

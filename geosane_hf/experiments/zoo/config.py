@@ -56,7 +56,7 @@ class ZooExperimentConfig:
     tokenizer_mode: Literal["full", "geosane"] | None = None  # None: the dataset's mode, else "full"
     align: bool = True  # weight-match every member to the best anchor first (permutation symmetry removed)
     sampler: Literal["interpolate", "kde"] = "interpolate"  # whole models between two anchors, or per-token KDE
-    interpolation: tuple[float, float] = (0.2, 0.35)  # interpolate: weight t of the second anchor ~ U(min, max)
+    interpolation: tuple[float, float] = (0.25, 0.4)  # interpolate: weight t of the second anchor ~ U(min, max)
     noise_scale: float = 0.1  # kde: bandwidth relative to the per-dimension std of the anchors' latents
     num_samples: int = 16  # generated models per seed (as many matched-noise models and random inits)
     seeds: Sequence[int] = (0, 1, 2, 3, 4)  # experiment seeds (sampling, noise, random init, fine-tuning order)
@@ -65,7 +65,7 @@ class ZooExperimentConfig:
     finetune: FinetuneProtocol = field(default_factory=FinetuneProtocol)  # the protocol after zero-shot
     population_finetune: int = 8  # anchors (evenly spread) also fine-tuned per seed, for population/reconstruction
     curve_interpolations: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)  # quality-novelty curve: t per point
-    curve_samples: int = 8  # generated models (and as many matched-noise models) per curve point
+    curve_samples: int = 16  # generated models (and as many matched-noise models) per curve point
     interpolation_pairs: int = 8  # pairs of anchors from different runs
     alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0)  # interpolation weights of the second model
     window_batch_size: int = 8  # windows per encode/decode pass

@@ -42,7 +42,8 @@ def novelty_curve(setup: _Setup) -> list[NoveltyPoint]:
     points = []
     for k, t in enumerate(tqdm(config.curve_interpolations, desc="quality-novelty", disable=not config.progress)):
         generated, noise, distances = [], [], []
-        for s, (sd, _) in enumerate(setup.sample(config.curve_samples, ("curve", k), (t, t))):
+        # the same pairs at every t (one seed for all points): each pair's path, from its anchor to the far end
+        for s, (sd, _) in enumerate(setup.sample(config.curve_samples, ("curve",), (t, t))):
             anchor, distance = setup.nearest(sd)
             generated.append(scorer.zero_shot(sd))
             noise.append(scorer.zero_shot(setup.noisy(anchor, distance, "curve-noise", k, s)))

@@ -40,13 +40,14 @@ def _plots(result: ZooExperimentResult, out_dir: Path) -> dict[str, str]:
     files = {}
     metric = result.metric
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    xs = [p.distance for p in result.curve]
+    curve = sorted(result.curve, key=lambda p: p.distance)
+    xs = [p.distance for p in curve]
     for mean_name, std_name, colour, label in (
         ("generated_mean", "generated_std", "tab:red", "generated (mean ± std)"),
         ("noise_mean", "noise_std", "tab:blue", "matched-distance noise (mean ± std)"),
     ):
-        ys = [getattr(p, mean_name) for p in result.curve]
-        sd = [getattr(p, std_name) for p in result.curve]
+        ys = [getattr(p, mean_name) for p in curve]
+        sd = [getattr(p, std_name) for p in curve]
         ax.plot(xs, ys, "-o", color=colour, label=label)
         ax.fill_between(
             xs,
