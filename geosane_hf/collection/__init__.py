@@ -28,6 +28,7 @@ from geosane_hf.collection.zoo import (
     summarize,
     train_run,
     train_zoo,
+    zoo_metrics,
 )
 
 __all__ = [
@@ -51,4 +52,5 @@ __all__ = [
     "summarize",
     "train_run",
     "train_zoo",
+    "zoo_metrics",
 ]
