@@ -49,6 +49,7 @@ __all__ = [
     "TensorSpec",
     "load_checkpoint",
     "onnx_parameter_name",
+    "open_safetensors",
     "read_safetensors_header",
     "save_safetensors",
 ]
@@ -176,6 +177,8 @@ class SafetensorsHeader:
     specs: dict[str, TensorSpec]  # in restored key order
     metadata: dict[str, str]
     key_order_source: Literal["metadata", "data_offsets"]
+    offsets: dict[str, tuple[int, int]] = field(default_factory=dict)  # [begin, end) of each tensor's bytes
+    data_start: int = 0  # file offset of the data buffer (8 + header length)
 
 
 def _corrupt(path: str | os.PathLike, what: str) -> CheckpointError:
@@ -249,6 +252,8 @@ def read_safetensors_header(path: str | os.PathLike) -> SafetensorsHeader:
         raise _corrupt(path, f"{data_len - max_end} trailing bytes after the last tensor")
 
     by_name = {name: spec for _, name, spec in entries}
+    offsets = {name: (int(header[name]["data_offsets"][0]), int(header[name]["data_offsets"][1])) for name in by_name}
+    located = {"offsets": offsets, "data_start": 8 + header_len}
     recorded = metadata.get(KEY_ORDER_METADATA_KEY)
     order: list[str] | None = None
     if recorded is not None:
@@ -264,16 +269,20 @@ def read_safetensors_header(path: str | os.PathLike) -> SafetensorsHeader:
             )
             order = None
     if order is not None:
-        return SafetensorsHeader({k: by_name[k] for k in order}, metadata, "metadata")
+        return SafetensorsHeader({k: by_name[k] for k in order}, metadata, "metadata", **located)
     entries.sort(key=lambda e: (e[0], e[1]))
-    return SafetensorsHeader({name: spec for _, name, spec in entries}, metadata, "data_offsets")
+    return SafetensorsHeader({name: spec for _, name, spec in entries}, metadata, "data_offsets", **located)
 
 
 class LazySafetensorsStateDict(Mapping[str, torch.Tensor]):
-    """A read-only, ordered state_dict backed by one or more safetensors files.
+    """A read-only, ordered state_dict backed by one or more safetensors files (the one safetensors reader).
 
     Shapes and dtypes are available from `tensor_specs` without reading any data; `sd[key]` reads exactly one
-    tensor (memory-mapped through `safetensors.safe_open`), so peak memory stays at one tensor.
+    tensor, so peak memory stays at one tensor. With ``mmap=True`` (what `load_checkpoint` returns) tensors are
+    memory-mapped through `safetensors.safe_open`; with ``mmap=False`` (the dataset build) each is read with a plain
+    file read into fresh memory: the pages of a mapped file count in the process's resident memory once touched (a
+    1.2 GB ViT-L file adds 1.2 GB to the RSS high-water mark while it is open), a read's memory is freed with the
+    tensor. `close()` (or a ``with`` block) closes the open files.
 
     >>> import torch, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "w.safetensors")
@@ -281,10 +290,16 @@ class LazySafetensorsStateDict(Mapping[str, torch.Tensor]):
     >>> sd = load_checkpoint(path).state_dict
     >>> sd.tensor_specs["w"], sd["w"].sum().item()
     (TensorSpec(shape=(2, 3), dtype=torch.float32), 15.0)
+    >>> save_safetensors({"b": torch.arange(3.0), "a": torch.ones(2, 2, dtype=torch.bfloat16)}, path)
+    >>> with open_safetensors(path, mmap=False) as sd:
+    ...     list(sd), sd["b"].tolist(), sd["a"].dtype
+    (['b', 'a'], [0.0, 1.0, 2.0], torch.bfloat16)
     """
 
-    def __init__(self, files: Mapping[str, SafetensorsHeader]):
+    def __init__(self, files: Mapping[str, SafetensorsHeader], mmap: bool = True):
         self._files: dict[str, str] = {}
+        self._headers = dict(files)
+        self.mmap = mmap
         self.tensor_specs: dict[str, TensorSpec] = {}
         for path, header in files.items():
             for key, spec in header.specs.items():
@@ -302,18 +317,32 @@ class LazySafetensorsStateDict(Mapping[str, torch.Tensor]):
     def _handle(self, path: str) -> Any:
         handle = self._handles.get(path)
         if handle is None:
-            from safetensors import safe_open
+            if not self.mmap:
+                handle = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close() / the context manager)
+            else:
+                from safetensors import safe_open
 
-            try:
-                handle = safe_open(path, framework="pt", device="cpu")
-            except Exception as e:  # safetensors raises its own SafetensorError (not an OSError)
-                raise _corrupt(path, f"safetensors could not open it ({e})") from e
+                try:
+                    handle = safe_open(path, framework="pt", device="cpu")
+                except Exception as e:  # safetensors raises its own SafetensorError (not an OSError)
+                    raise _corrupt(path, f"safetensors could not open it ({e})") from e
             self._handles[path] = handle
         return handle
 
     def __getitem__(self, key: str) -> torch.Tensor:
         path = self._files[key]  # KeyError for unknown keys, as a Mapping should
-        return self._handle(path).get_tensor(key)
+        if self.mmap:
+            return self._handle(path).get_tensor(key)
+        spec, header = self.tensor_specs[key], self._headers[path]
+        begin, end = header.offsets[key]
+        data = torch.empty(end - begin, dtype=torch.uint8)  # [bytes]
+        view, done, fd = memoryview(data.numpy()), 0, self._handle(path).fileno()
+        while done < len(view):
+            read = os.preadv(fd, [view[done:]], header.data_start + begin + done)
+            if read <= 0:
+                raise _corrupt(path, f"expected {len(view)} bytes for {key!r}, the file ended early")
+            done += read
+        return data.view(spec.dtype).reshape(spec.shape)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.tensor_specs)
@@ -330,6 +359,19 @@ class LazySafetensorsStateDict(Mapping[str, torch.Tensor]):
     def __getstate__(self) -> dict[str, Any]:  # picklable for DataLoader workers: reopen the files lazily
         return {**self.__dict__, "_handles": {}}
 
+    def close(self) -> None:
+        """Closes the open files (they reopen on the next read)."""
+        for handle in self._handles.values():
+            if hasattr(handle, "close"):
+                handle.close()
+        self._handles.clear()
+
+    def __enter__(self) -> LazySafetensorsStateDict:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def to_dict(self) -> dict[str, torch.Tensor]:
         """Read every tensor into an ordinary (ordered) dict."""
         return {k: self[k] for k in self}
@@ -338,6 +380,16 @@ class LazySafetensorsStateDict(Mapping[str, torch.Tensor]):
         if sorted(keys) != sorted(self.tensor_specs):
             raise CheckpointError("a new key order must list exactly the same keys")
         self.tensor_specs = {k: self.tensor_specs[k] for k in keys}
+
+
+def open_safetensors(path: str | os.PathLike, mmap: bool = True) -> LazySafetensorsStateDict:
+    """A lazy state_dict over one safetensors file, its header validated (close it, or use it in a ``with`` block).
+
+    Args:
+        path: The file.
+        mmap: Memory-map the file (False: read each tensor with a plain file read, see `LazySafetensorsStateDict`).
+    """
+    return LazySafetensorsStateDict({str(path): read_safetensors_header(path)}, mmap=mmap)
 
 
 def _load_safetensors_files(paths: list[str]) -> tuple[LazySafetensorsStateDict, dict[str, Any]]:

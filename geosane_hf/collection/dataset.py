@@ -63,7 +63,6 @@ import dataclasses
 import errno
 import json
 import os
-import struct
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -75,7 +74,7 @@ import numpy as np
 import torch
 
 from geosane_hf.atomic_io import exclusive_lock, remove_stale_stages, staged_dir, write_text, write_with
-from geosane_hf.checkpoints import read_safetensors_header
+from geosane_hf.checkpoints import open_safetensors, read_safetensors_header
 from geosane_hf.errors import GeoSANEError
 from geosane_hf.tokenizer import WeightLayout, WeightTokenizer
 
@@ -84,7 +83,6 @@ __all__ = [
     "DatasetBuildConfig",
     "DatasetBuildError",
     "DatasetBuildResult",
-    "SafetensorsReader",
     "TokenChunk",
     "build_dataset",
     "iter_token_chunks",
@@ -236,69 +234,6 @@ def mask_from_num_real(num_real: Any, token_size: int) -> torch.Tensor:
     """
     num_real = torch.as_tensor(num_real, dtype=torch.int64)  # [n]
     return torch.arange(token_size)[None, :] < num_real[..., None]  # [n, T]
-
-
-class SafetensorsReader(Mapping[str, torch.Tensor]):
-    """A read-only, ordered state_dict over one safetensors file that reads each tensor with a plain file read.
-
-    Like :class:`~geosane_hf.checkpoints.LazySafetensorsStateDict` (same key order, ``tensor_specs``), but without a
-    memory map: the pages of a mapped file count in the process's resident memory once touched (a 1.2 GB ViT-L
-    file adds 1.2 GB to the RSS high-water mark while it is open), whereas a read puts one tensor in fresh memory
-    that is freed when the tensor is dropped.
-
-    Example:
-        >>> import tempfile, torch
-        >>> from geosane_hf.checkpoints import save_safetensors
-        >>> path = f"{tempfile.mkdtemp()}/w.safetensors"
-        >>> save_safetensors({"b": torch.arange(3.0), "a": torch.ones(2, 2, dtype=torch.bfloat16)}, path)
-        >>> with SafetensorsReader(path) as sd:
-        ...     list(sd), sd["b"].tolist(), sd["a"].dtype
-        (['b', 'a'], [0.0, 1.0, 2.0], torch.bfloat16)
-    """
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        header = read_safetensors_header(path)  # validates sizes and offsets, restores the key order
-        self.path = Path(path)
-        self.tensor_specs = header.specs
-        with open(path, "rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            raw = json.loads(handle.read(length))
-        self._data_start = 8 + length
-        self._offsets = {key: tuple(raw[key]["data_offsets"]) for key in self.tensor_specs}
-        self._handle = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close() / the context manager)
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        spec = self.tensor_specs[key]
-        begin, end = self._offsets[key]
-        data = torch.empty(end - begin, dtype=torch.uint8)  # [bytes]
-        view, done = memoryview(data.numpy()), 0
-        while done < len(view):
-            read = os.preadv(self._handle.fileno(), [view[done:]], self._data_start + begin + done)
-            if read <= 0:
-                raise DatasetBuildError(f"{self.path}: expected {len(view)} bytes for {key!r}, the file ended early")
-            done += read
-        return data.view(spec.dtype).reshape(spec.shape)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.tensor_specs)
-
-    def __len__(self) -> int:
-        return len(self.tensor_specs)
-
-    def close(self) -> None:
-        """Closes the file."""
-        self._handle.close()
-
-    def __enter__(self) -> SafetensorsReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def open_safetensors(path: str | os.PathLike) -> SafetensorsReader:
-    """A :class:`SafetensorsReader` over ``path`` (close it, or use it as a context manager)."""
-    return SafetensorsReader(path)
 
 
 def _specs(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
@@ -905,7 +840,7 @@ def _build_into(
         for record in records:
             bar.set_postfix_str(record.id[:40], refresh=False)
             num_chunks = 0
-            with SafetensorsReader(collection_dir / record.file) as state_dict:
+            with open_safetensors(collection_dir / record.file, mmap=False) as state_dict:
                 layout = plan_layout(state_dict, tokenizer)
                 for window, first, count in _iter_windows(state_dict, layout, writer.acquire, config.check_finite):
                     table = _window_table(record.id, window, first, count, config.chunk_tokens)
