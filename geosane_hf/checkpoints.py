@@ -867,7 +867,7 @@ def _pick_weights_file(files: list[str], where: str) -> str:
     )
 
 
-def _read_index(path: str) -> list[str]:
+def _read_shard_index(path: str) -> list[str]:
     """Shard file names of a `*.index.json`, in the order they first appear in the weight map.
 
     Every name must be a relative path below the index's folder (a Hub repo's or a local directory's): an index
@@ -1000,7 +1000,7 @@ def _hub_download(repo_id: str, filename: str | None, revision: str | None, cach
                 last = e
         else:
             raise last if last is not None else CheckpointNotFoundError(f"no weights file in {repo_id!r}")
-        paths = [download(shard) for shard in _read_index(path)] if name.endswith(".index.json") else [path]
+        paths = [download(shard) for shard in _read_shard_index(path)] if name.endswith(".index.json") else [path]
     except CheckpointError:
         raise
     except (HfHubHTTPError, EntryNotFoundError, OSError, ValueError, *transport) as e:
@@ -1044,7 +1044,7 @@ def _local_files(path: Path, filename: str | None) -> list[str]:
     elif filename is not None:
         raise CheckpointError(f"filename= is only used with a directory or a Hub repo; {path} is a file")
     if path.name.endswith(".index.json"):
-        return [_regular_file(path.parent / shard) for shard in _read_index(_regular_file(path))]
+        return [_regular_file(path.parent / shard) for shard in _read_shard_index(_regular_file(path))]
     return [_regular_file(path)]
 
 

@@ -20,7 +20,7 @@ from geosane_hf.collection import (
     load_task_data,
     load_zoo_model,
     plan_population,
-    read_index,
+    read_zoo_index,
     train_run,
     train_zoo,
 )
@@ -113,7 +113,7 @@ def _constant(in_chans: int, label: int) -> torch.nn.Module:
 
 
 def test_index_records_describe_each_file(quick_zoo):
-    index = read_index(quick_zoo.out_dir)
+    index = read_zoo_index(quick_zoo.out_dir)
     assert [r["id"] for r in index["models"]] == sorted(r["id"] for r in quick_zoo.records)
     for record in index["models"]:
         path = quick_zoo.out_dir / record["file"]
@@ -168,7 +168,7 @@ def test_resume_skips_complete_runs_and_retrains_missing_ones_identically(quick_
     assert weights.keys() == retrained.keys() and all(torch.equal(weights[k], retrained[k]) for k in weights)
     assert records[victim["id"]]["test_metric"] == victim["test_metric"]
     assert all(_sha(out / r["file"]) == r["sha256"] for r in third.records)
-    assert [r["id"] for r in read_index(out)["models"]] == sorted(records)
+    assert [r["id"] for r in read_zoo_index(out)["models"]] == sorted(records)
     with pytest.raises(ZooError, match="another --out folder"):
         train_zoo(ZooConfig(out, quick=True, seed=1), progress=False)
 

@@ -183,10 +183,10 @@ def test_per_layer_model_decodes_with_the_population_statistics(quick_zoo):
 
 
 def test_per_layer_codec_maps_decoded_tokens_back_with_the_anchors_mean_moments(quick_zoo, monkeypatch):
-    from geosane_hf.collection.zoo import load_zoo_model, read_index
+    from geosane_hf.collection.zoo import load_zoo_model, read_zoo_index
     from geosane_hf.experiments.zoo.run import _Codec
 
-    records = [r for r in read_index(quick_zoo)["models"] if r["architecture_kwargs"].get("width") == 12][:2]
+    records = [r for r in read_zoo_index(quick_zoo)["models"] if r["architecture_kwargs"].get("width") == 12][:2]
     anchors = [load_zoo_model(quick_zoo, r).state_dict() for r in records]
     model = GeoSANEModel(GeoSANEConfig.from_preset("tiny", token_normalization="per-layer")).eval()
     codec = _Codec(model, anchors[0], "full", 8)

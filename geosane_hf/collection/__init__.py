@@ -14,6 +14,7 @@ from geosane_hf.collection.architectures import (
     list_architectures,
     register_architecture,
 )
+from geosane_hf.collection.collector import read_collection_index
 from geosane_hf.collection.zoo import (
     RunSpec,
     TaskData,
@@ -25,6 +26,7 @@ from geosane_hf.collection.zoo import (
     load_zoo_model,
     plan_population,
     read_index,
+    read_zoo_index,
     summarize,
     train_run,
     train_zoo,
@@ -47,7 +49,9 @@ __all__ = [
     "load_task_data",
     "load_zoo_model",
     "plan_population",
+    "read_collection_index",
     "read_index",
+    "read_zoo_index",
     "register_architecture",
     "summarize",
     "train_run",

@@ -778,9 +778,9 @@ def build_dataset(
 
 def _checked_records(collection_dir: Path) -> list[Any]:
     """The collection's records in id order, each with its file present at the recorded size."""
-    from geosane_hf.collection.collector import read_index
+    from geosane_hf.collection.collector import read_collection_index
 
-    records = sorted(read_index(collection_dir), key=lambda r: r.id)
+    records = sorted(read_collection_index(collection_dir), key=lambda r: r.id)
     if not records:
         raise DatasetBuildError(
             f"no collected models in {str(collection_dir)!r}: expected collection.jsonl from `geosane collect "

@@ -489,12 +489,13 @@ class ZooResult:
     seconds: float
 
 
-def read_index(out_dir: str | os.PathLike) -> dict[str, Any]:
-    """Reads ``index.json`` of a zoo folder.
+def read_zoo_index(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Reads ``index.json`` of a zoo folder (the population's training records; a collection's index is another
+    file: :func:`geosane_hf.collection.collector.read_collection_index`).
 
     Example:
         >>> import tempfile
-        >>> read_index(tempfile.mkdtemp())["models"]
+        >>> read_zoo_index(tempfile.mkdtemp())["models"]
         []
     """
     path = Path(out_dir) / INDEX_FILENAME
@@ -504,6 +505,9 @@ def read_index(out_dir: str | os.PathLike) -> dict[str, Any]:
     if index.get("format") != INDEX_FORMAT:
         raise ZooError(f"expected a {INDEX_FORMAT!r} index in {path}, got format {index.get('format')!r}")
     return index
+
+
+read_index = read_zoo_index  # the old name (train_zoo and experiments.zoo call it)
 
 
 def _recover(out_dir: Path, model_id: str, known: dict[str, dict]) -> dict[str, Any] | None:

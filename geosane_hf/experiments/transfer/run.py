@@ -414,11 +414,11 @@ class _Worker:
         root = self.config.geosane.collection
         if not root:
             raise _NotApplicable("no collection given (geosane.collection)")
-        from geosane_hf.collection.collector import read_index
+        from geosane_hf.collection.collector import read_collection_index
 
         records = [
             r
-            for r in read_index(root)
+            for r in read_collection_index(root)
             if r.architecture and r.architecture.get("library") == "timm" and r.architecture.get("name") == arch
         ]
         if not records:
