@@ -46,7 +46,7 @@ def generate(collection: Path, arch: str, n: int) -> int:
     import torch
 
     from geosane_hf.checkpoints import save_safetensors
-    from geosane_hf.collection.collector import CollectedModel, write_index
+    from geosane_hf.collection.collector import CollectedModel, write_collection_index
 
     (collection / "models").mkdir(parents=True, exist_ok=True)
     records, total = [], 0
@@ -88,7 +88,7 @@ def generate(collection: Path, arch: str, n: int) -> int:
         )
         del model, state_dict
         print(f"  generated {file} in {time.perf_counter() - start:.1f} s", flush=True)
-    write_index(collection, records)
+    write_collection_index(collection, records)
     return total
 
 
@@ -97,14 +97,17 @@ def measure_baseline(collection: Path, out: Path) -> dict:
     import numpy as np  # noqa: F401  (same imports as the build, so the idle RSS compares)
     import pyarrow.parquet  # noqa: F401
 
-    from geosane_hf.collection.collector import read_index
-    from geosane_hf.collection.dataset import open_safetensors
+    from geosane_hf.checkpoints import open_safetensors
+    from geosane_hf.collection.collector import read_collection_index
 
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     written = 0
-    for record in read_index(collection):
-        with open_safetensors(collection / record.file) as state_dict, open(out / f"{record.id}.bin", "wb") as handle:
+    for record in read_collection_index(collection):
+        with (
+            open_safetensors(collection / record.file, mmap=False) as state_dict,
+            open(out / f"{record.id}.bin", "wb") as handle,
+        ):
             for key in state_dict:
                 tensor = state_dict[key]
                 written += handle.write(memoryview(tensor.reshape(-1).numpy()).cast("B"))

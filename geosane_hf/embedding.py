@@ -153,10 +153,10 @@ def embed_collection(
     from tqdm.auto import tqdm
 
     from geosane_hf.checkpoints import load_checkpoint
-    from geosane_hf.collection.collector import read_index
+    from geosane_hf.collection.collector import read_collection_index
 
     root = Path(collection)
-    records = read_index(root)
+    records = read_collection_index(root)
     if not records:
         raise EmbeddingError(
             f"expected a collection folder with collection.jsonl and models/, got {root}; run `geosane collect`"

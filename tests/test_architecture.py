@@ -36,6 +36,7 @@ ROOMS: dict[str, int] = {
     "geosane_hf.packaged": 2,
     "geosane_hf.tokenizer": 2,
     "geosane_hf.imagery": 2,
+    "geosane_hf.task_data": 2,
     "geosane_hf.hub": 2,
     "geosane_hf.conversion": 2,
     "geosane_hf.collection": 3,

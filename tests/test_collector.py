@@ -11,7 +11,7 @@ import torch
 from geosane_hf.checkpoints import load_checkpoint, save_safetensors
 from geosane_hf.collection import collector as collector_module
 from geosane_hf.collection.architectures import build_architecture
-from geosane_hf.collection.collector import collect, read_index
+from geosane_hf.collection.collector import collect, read_collection_index
 from geosane_hf.collection.manifest import CollectionManifest
 
 ARCH = {"library": "geosane", "name": "statlog_cnn", "kwargs": {"in_chans": 4, "num_classes": 6, "width": 8}}
@@ -177,7 +177,7 @@ def test_index_is_valid_after_a_crash_and_the_rerun_resumes(files, monkeypatch):
     monkeypatch.setattr(collector_module, "save_safetensors", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         collect(_manifest(files, entries), files / "out", progress=False)
-    assert [m.id for m in read_index(files / "out")] == ["a", "b"]  # every line a complete record
+    assert [m.id for m in read_collection_index(files / "out")] == ["a", "b"]  # every line a complete record
     assert not list((files / "out").glob(".collection.jsonl.tmp*"))
     monkeypatch.setattr(collector_module, "save_safetensors", real_save)
     report = collect(_manifest(files, entries), files / "out", progress=False)
@@ -214,7 +214,7 @@ def test_cli_collect_with_zoo_prints_the_table_and_sets_the_exit_code(files, cap
     out = capsys.readouterr().out
     assert "3 collected" in out and "| statlog_cnn-0001-e003 | rs-model | classification |" in out
     assert "## Skipped" in out and "| missing | error |" in out
-    index = read_index(files / "out")
+    index = read_collection_index(files / "out")
     zoo_model = next(m for m in index if m.id == "statlog_cnn-0000-e003")
     assert zoo_model.strict_load and zoo_model.entry["metrics"] == {"test_accuracy": 0.8}
     only_bad = files / "bad.yaml"

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from geosane_hf.checkpoints import load_checkpoint, save_safetensors
-from geosane_hf.collection.collector import collect, read_index, write_index
+from geosane_hf.collection.collector import collect, read_collection_index, write_collection_index
 from geosane_hf.collection.dataset import (
     DatasetBuildConfig,
     DatasetBuildError,
@@ -109,7 +109,7 @@ def test_dataset_loads_and_rebuilds_every_model_exactly(built, collection, tmp_p
         assert all(r["token_offset"] == r["chunk_index"] * SMALL.chunk_tokens for r in rows)
         values = torch.as_tensor(np.concatenate([np.stack(r["tokens"]) for r in rows]))  # [N, T]
         back = WeightTokenizer().detokenize(values, json.loads(meta["layout"]))
-        record = next(m for m in read_index(collection) if m.id == meta["model_id"])
+        record = next(m for m in read_collection_index(collection) if m.id == meta["model_id"])
         original = load_checkpoint(collection / record.file).state_dict
         assert list(back) == list(original)
         assert all(torch.equal(back[k], original[k]) and back[k].dtype == original[k].dtype for k in original)
@@ -160,7 +160,7 @@ def test_card_has_configs_table_licenses_and_loading(built):
 def test_a_build_that_fails_midway_leaves_no_output_and_keeps_an_earlier_build(collection, tmp_path):
     broken = tmp_path / "broken"
     (broken / "models").mkdir(parents=True)
-    records = read_index(collection)
+    records = read_collection_index(collection)
     for record in records:
         (broken / record.file).write_bytes((collection / record.file).read_bytes())
     bad = _mixed_state_dict(3)
@@ -175,7 +175,7 @@ def test_a_build_that_fails_midway_leaves_no_output_and_keeps_an_earlier_build(c
             "file_bytes": path.stat().st_size,
         }
     )
-    write_index(broken, [*records, nan_record])  # sorted last: fails after the others were written
+    write_collection_index(broken, [*records, nan_record])  # sorted last: fails after the others were written
     with pytest.raises(DatasetBuildError, match="NaN/Inf"):
         build_dataset(broken, tmp_path / "out", SMALL, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".out.lock") == ["broken"]  # nothing half-built

@@ -10,7 +10,7 @@ import timm
 import torch
 
 from geosane_hf.checkpoints import save_safetensors
-from geosane_hf.collection.collector import CollectedModel, write_index
+from geosane_hf.collection.collector import CollectedModel, write_collection_index
 from geosane_hf.embedding import (
     EmbeddingError,
     architecture_of,
@@ -58,7 +58,7 @@ def _collection(root, specs):
                 entry={"sensor": sensor},
             )
         )
-    write_index(root, records)
+    write_collection_index(root, records)
     return root
 
 

@@ -145,7 +145,7 @@ def test_kde_and_alignment():
 
 def test_kde_with_collection_same_architecture(geosane, tmp_path):
     from geosane_hf.checkpoints import save_safetensors
-    from geosane_hf.collection.collector import CollectedModel, write_index
+    from geosane_hf.collection.collector import CollectedModel, write_collection_index
 
     (tmp_path / "models").mkdir()
     records = []
@@ -155,7 +155,7 @@ def test_kde_with_collection_same_architecture(geosane, tmp_path):
         records.append(
             CollectedModel(f"m{i}", f"models/m{i}.safetensors", 0, "", "", 0, 0, 0, {}, "test", None, None, None, True)
         )
-    write_index(tmp_path, records)
+    write_collection_index(tmp_path, records)
     out = _gen(geosane, sampler="kde", collection=tmp_path, calibrate=False)
     assert out.provenance["anchors"]["ids"] == ["prompt", "m0", "m1"]
     assert out.provenance["anchors"]["match"].startswith("same architecture")

@@ -38,7 +38,7 @@ def geosane():
 @pytest.fixture(scope="module")
 def collection(tmp_path_factory):
     from geosane_hf.checkpoints import save_safetensors
-    from geosane_hf.collection.collector import CollectedModel, write_index
+    from geosane_hf.collection.collector import CollectedModel, write_collection_index
 
     root = tmp_path_factory.mktemp("collection")
     (root / "models").mkdir()
@@ -47,7 +47,7 @@ def collection(tmp_path_factory):
         torch.manual_seed(10 + i)
         save_safetensors(timm.create_model(ARCH, in_chans=4, num_classes=6).state_dict(), root / f"models/m{i}.st")
         records.append(CollectedModel(f"m{i}", f"models/m{i}.st", 0, "", "", 0, 0, 0, {}, "t", None, None, None, True))
-    write_index(root, records)
+    write_collection_index(root, records)
     return root
 
 

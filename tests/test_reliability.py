@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from geosane_hf.checkpoints import CheckpointError, load_checkpoint, save_safetensors
 from geosane_hf.collection import collector as collector_module
 from geosane_hf.collection.architectures import build_architecture
-from geosane_hf.collection.collector import CollectedModel, collect, read_index, write_index
+from geosane_hf.collection.collector import CollectedModel, collect, read_collection_index, write_collection_index
 from geosane_hf.collection.manifest import CollectionManifest, ManifestError, manifest_from_zoo
 from geosane_hf.errors import GeoSANEError, UnsafePathError
 from geosane_hf.redaction import redact
@@ -87,7 +87,7 @@ def test_index_paths_outside_their_folder_are_refused(tmp_path, bad_file):
     collection.mkdir()
     (collection / "collection.jsonl").write_text(json.dumps(record) + "\n")
     with pytest.raises(UnsafePathError, match="inside"):
-        read_index(collection)
+        read_collection_index(collection)
     # a zoo index
     zoo = tmp_path / "zoo"
     zoo.mkdir()
@@ -123,14 +123,16 @@ def test_recorded_size_and_hash_are_checked_before_a_dataset_is_built(tmp_path):
 
     save_safetensors(_cnn(0), tmp_path / "a.safetensors")
     collect(_manifest(tmp_path, _local("a", "a.safetensors", architecture=ARCH)), tmp_path / "c", progress=False)
-    (record,) = read_index(tmp_path / "c")
+    (record,) = read_collection_index(tmp_path / "c")
     swapped = tmp_path / "c" / record.file
     save_safetensors(_cnn(1), swapped, metadata={"geosane.content_sha256": "0" * 64, "geosane.model_id": "a"})
     record = CollectedModel(**{**record.__dict__, "file_bytes": swapped.stat().st_size})
-    write_index(tmp_path / "c", [record])
+    write_collection_index(tmp_path / "c", [record])
     with pytest.raises(DatasetBuildError, match="holds other tensors"):
         build_dataset(tmp_path / "c", tmp_path / "ds", progress=False)
-    write_index(tmp_path / "c", [CollectedModel(**{**record.__dict__, "file_bytes": record.file_bytes + 1})])
+    write_collection_index(
+        tmp_path / "c", [CollectedModel(**{**record.__dict__, "file_bytes": record.file_bytes + 1})]
+    )
     with pytest.raises(DatasetBuildError, match="the file changed after collecting"):
         build_dataset(tmp_path / "c", tmp_path / "ds", progress=False)
     assert not (tmp_path / "ds").exists()

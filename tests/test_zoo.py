@@ -15,14 +15,14 @@ from geosane_hf.collection import (
     ZooError,
     build_architecture,
     count_parameters,
-    evaluate_model,
     list_architectures,
     load_task_data,
     load_zoo_model,
     plan_population,
-    read_index,
+    read_zoo_index,
     train_run,
     train_zoo,
+    zoo_metrics,
 )
 
 
@@ -88,7 +88,7 @@ def test_quick_zoo_beats_chance_clearly(quick_zoo):
     statlog = load_task_data("statlog-landsat")
     majority = torch.bincount(statlog.test_y).max().item() / len(statlog.test_y)  # ~0.235
     cloud = load_task_data("landsat8-cloud")
-    all_clear = evaluate_model(_constant(cloud.in_chans, 0), cloud.test_x, cloud.test_y, "segmentation", 2)
+    all_clear = zoo_metrics(_constant(cloud.in_chans, 0), cloud.test_x, cloud.test_y, "segmentation", 2)
     for record in records:
         if record["dataset"] == "statlog-landsat":
             assert record["test_metric"] > majority + 0.4, record["id"]
@@ -113,7 +113,7 @@ def _constant(in_chans: int, label: int) -> torch.nn.Module:
 
 
 def test_index_records_describe_each_file(quick_zoo):
-    index = read_index(quick_zoo.out_dir)
+    index = read_zoo_index(quick_zoo.out_dir)
     assert [r["id"] for r in index["models"]] == sorted(r["id"] for r in quick_zoo.records)
     for record in index["models"]:
         path = quick_zoo.out_dir / record["file"]
@@ -136,7 +136,7 @@ def test_saved_files_load_strictly_and_reproduce_the_recorded_metric(quick_zoo):
     for record in quick_zoo.records:
         model = load_zoo_model(quick_zoo.out_dir, record)
         data = load_task_data(record["dataset"])
-        metrics = evaluate_model(model, data.test_x, data.test_y, data.task, data.num_classes, data.class_names)
+        metrics = zoo_metrics(model, data.test_x, data.test_y, data.task, data.num_classes, data.class_names)
         assert metrics == record["test_metrics"]
         assert metrics[record["metric"]] == pytest.approx(record["test_metric"], abs=1e-6), record["id"]
 
@@ -168,7 +168,7 @@ def test_resume_skips_complete_runs_and_retrains_missing_ones_identically(quick_
     assert weights.keys() == retrained.keys() and all(torch.equal(weights[k], retrained[k]) for k in weights)
     assert records[victim["id"]]["test_metric"] == victim["test_metric"]
     assert all(_sha(out / r["file"]) == r["sha256"] for r in third.records)
-    assert [r["id"] for r in read_index(out)["models"]] == sorted(records)
+    assert [r["id"] for r in read_zoo_index(out)["models"]] == sorted(records)
     with pytest.raises(ZooError, match="another --out folder"):
         train_zoo(ZooConfig(out, quick=True, seed=1), progress=False)
 

@@ -196,11 +196,11 @@ def test_per_layer_model_runs_with_kde_too(quick_zoo):
 
 def test_per_layer_codec_maps_decoded_tokens_back_with_the_members_own_moments(quick_zoo, monkeypatch):
     """Decoded tokens of a member go back with that member's statistics; a mixture with the mixed statistics."""
-    from geosane_hf.collection.zoo import load_zoo_model, read_index
+    from geosane_hf.collection.zoo import load_zoo_model, read_zoo_index
     from geosane_hf.experiments.zoo.codec import ZooCodec
     from geosane_hf.experiments.zoo.curves import _mix_stats
 
-    records = [r for r in read_index(quick_zoo)["models"] if r["architecture_kwargs"].get("width") == 12][:2]
+    records = [r for r in read_zoo_index(quick_zoo)["models"] if r["architecture_kwargs"].get("width") == 12][:2]
     anchors = [load_zoo_model(quick_zoo, r).state_dict() for r in records]
     model = GeoSANEModel(GeoSANEConfig.from_preset("tiny", token_normalization="per-layer")).eval()
     codec = ZooCodec(model, anchors[0], "full", 8)

@@ -47,6 +47,7 @@ import torch
 
 from geosane_hf.augmentations import TwoViewAugmenter, TwoViewConfig, permutation_spec
 from geosane_hf.augmentations.spec import PermutationSpec
+from geosane_hf.collection.schema import MODELS_DIR, TOKENS_DIR, ModelsColumn, TokensColumn
 from geosane_hf.errors import GeoSANEError
 from geosane_hf.token_norm import NORMALIZATIONS, LayerStats, layer_stats, standardize
 from geosane_hf.tokenizer import TokenizedWeights, WeightLayout
@@ -143,7 +144,7 @@ def _load_tables(source: str, cache_dir: str | None) -> tuple[Any, Any]:
 
     if os.path.isdir(source):
         tables = []
-        for sub in ("tokens", "models"):
+        for sub in (TOKENS_DIR, MODELS_DIR):
             files = (
                 sorted(
                     os.path.join(source, sub, name)
@@ -164,8 +165,8 @@ def _load_tables(source: str, cache_dir: str | None) -> tuple[Any, Any]:
         raise TrainingDataError(f"expected a dataset folder or a Hub dataset id, got the file {source!r}.")
     import datasets
 
-    tokens = datasets.load_dataset(source, "tokens", split="train", cache_dir=cache_dir)
-    models = datasets.load_dataset(source, "models", split="train", cache_dir=cache_dir)
+    tokens = datasets.load_dataset(source, TOKENS_DIR, split="train", cache_dir=cache_dir)  # the config names
+    models = datasets.load_dataset(source, MODELS_DIR, split="train", cache_dir=cache_dir)
     return tokens.data.table, models.data.table
 
 
@@ -248,22 +249,23 @@ def load_training_data(
             f"expected a dataset with at least one model, got {len(models)} models and {tokens_table.num_rows} token "
             f"rows in {source!r}; collect models first (`geosane collect`, `geosane build-dataset`)."
         )
-    sizes = sorted({int(m["token_size"]) for m in models})
+    sizes = sorted({int(m[ModelsColumn.TOKEN_SIZE]) for m in models})
     if sizes != [token_size]:
         raise TrainingDataError(
             f"expected dataset token size {token_size} (the model's token_size), got {sizes} in {source!r}; rebuild the "
             f"dataset with `geosane build-dataset --token-size {token_size}` or pick a model with that token size."
         )
-    held = select_holdout([m["model_id"] for m in models], holdout_ids, holdout_every)
+    held = select_holdout([m[ModelsColumn.MODEL_ID] for m in models], holdout_ids, holdout_every)
 
     # One pass over the token rows: group by model, order by offset.
-    ids = tokens_table.column("model_id").to_pylist()
-    offsets = tokens_table.column("token_offset").to_numpy()
-    counts = tokens_table.column("num_tokens").to_numpy()
-    flat_tokens = tokens_table.column("tokens").combine_chunks().flatten().flatten().to_numpy(zero_copy_only=False)
-    flat_real = tokens_table.column("num_real").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    flat_pos = tokens_table.column("positions").combine_chunks().flatten().flatten().to_numpy(zero_copy_only=False)
-    flat_types = tokens_table.column("layer_types").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    column = tokens_table.column
+    ids = column(TokensColumn.MODEL_ID).to_pylist()
+    offsets = column(TokensColumn.TOKEN_OFFSET).to_numpy()
+    counts = column(TokensColumn.NUM_TOKENS).to_numpy()
+    flat_tokens = column(TokensColumn.TOKENS).combine_chunks().flatten().flatten().to_numpy(zero_copy_only=False)
+    flat_real = column(TokensColumn.NUM_REAL).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    flat_pos = column(TokensColumn.POSITIONS).combine_chunks().flatten().flatten().to_numpy(zero_copy_only=False)
+    flat_types = column(TokensColumn.LAYER_TYPES).combine_chunks().flatten().to_numpy(zero_copy_only=False)
     row_start = np.concatenate([[0], np.cumsum(counts)])
     rows_of: dict[str, list[int]] = {}
     for row, mid in enumerate(ids):
@@ -271,16 +273,16 @@ def load_training_data(
 
     train, holdout, permutable = [], [], []
     arange_t = np.arange(token_size)
-    for entry in sorted(models, key=lambda m: m["model_id"]):
-        mid = entry["model_id"]
+    for entry in sorted(models, key=lambda m: m[ModelsColumn.MODEL_ID]):
+        mid = entry[ModelsColumn.MODEL_ID]
         rows = sorted(rows_of.get(mid, []), key=lambda r: offsets[r])
         if not rows:
             raise TrainingDataError(f"expected token rows for model {mid!r}, got none; rebuild the dataset.")
         index = np.concatenate([np.arange(row_start[r], row_start[r + 1]) for r in rows])  # token indices
         n = len(index)
-        if n != int(entry["num_tokens"]):
+        if n != int(entry[ModelsColumn.NUM_TOKENS]):
             raise TrainingDataError(
-                f"expected {entry['num_tokens']} tokens for model {mid!r} (models table), got {n}; rebuild the dataset."
+                f"expected {entry[ModelsColumn.NUM_TOKENS]} tokens for model {mid!r} (models table), got {n}; rebuild the dataset."
             )
         values = flat_tokens.reshape(-1, token_size)[index]  # [N, T]
         real = flat_real[index].astype(np.int64)  # [N]
@@ -295,13 +297,13 @@ def load_training_data(
             mask=torch.from_numpy(arange_t[None, :] < real[:, None]),
             positions=torch.from_numpy(flat_pos.reshape(-1, 3)[index].astype(np.int64)),
             layer_types=torch.from_numpy(flat_types[index].astype(np.int64)),
-            layout=WeightLayout.from_dict(json.loads(entry["layout"])),
+            layout=WeightLayout.from_dict(json.loads(entry[ModelsColumn.LAYOUT])),
         )
         stats = None
         if normalization == "per-layer":
             stats = layer_stats(tokenized.tokens, tokenized.mask, tokenized.positions)
             tokenized.tokens = standardize(tokenized.tokens, tokenized.mask, stats)
-        architecture = json.loads(entry["architecture"]) if entry.get("architecture") else None
+        architecture = json.loads(entry[ModelsColumn.ARCHITECTURE]) if entry.get(ModelsColumn.ARCHITECTURE) else None
         spec = _spec_for(architecture, mid, tokenized.layout) if permute else None
         if spec is not None:
             permutable.append(mid)

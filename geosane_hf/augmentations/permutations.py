@@ -32,8 +32,9 @@ from __future__ import annotations
 import bisect
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -215,19 +216,29 @@ def _layout_key(layout: WeightLayout) -> tuple:
     return (layout.fingerprint, layout.mode, layout.token_size, layout.num_tokens)
 
 
-_ENTRY_CACHE: dict[tuple[int, tuple], tuple[PermutationSpec, tuple[_EntryPlan, ...]]] = {}
+class _PlanCache:
+    """Compiled plans keyed by ``(id(spec), ...)``; a hit must hold the same spec object (ids are reused)."""
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._plans: dict[tuple, tuple[PermutationSpec, Any]] = {}
+
+    def get(self, spec: PermutationSpec, key: tuple, compile_plan: Callable[[], Any]) -> Any:
+        hit = self._plans.get(key)
+        if hit is not None and hit[0] is spec:
+            return hit[1]
+        if len(self._plans) >= self.max_size:
+            self._plans.clear()
+        plan = compile_plan()
+        self._plans[key] = (spec, plan)
+        return plan
+
+
+_ENTRY_CACHE = _PlanCache(256)
 
 
 def _entry_plans(spec: PermutationSpec, layout: WeightLayout) -> tuple[_EntryPlan, ...]:
-    cache_key = (id(spec), _layout_key(layout))
-    hit = _ENTRY_CACHE.get(cache_key)
-    if hit is not None and hit[0] is spec:
-        return hit[1]
-    if len(_ENTRY_CACHE) >= 256:
-        _ENTRY_CACHE.clear()
-    plans = _compile_entries(spec, layout)
-    _ENTRY_CACHE[cache_key] = (spec, plans)
-    return plans
+    return _ENTRY_CACHE.get(spec, (id(spec), _layout_key(layout)), lambda: _compile_entries(spec, layout))
 
 
 def _compile_entries(spec: PermutationSpec, layout: WeightLayout) -> tuple[_EntryPlan, ...]:
@@ -391,19 +402,12 @@ class _DensePlan:
         return src.to(device)
 
 
-_DENSE_CACHE: dict[tuple[int, tuple], tuple[PermutationSpec, _DensePlan | None]] = {}
+_DENSE_CACHE = _PlanCache(64)
 
 
 def _dense_plan(spec: PermutationSpec, layout: WeightLayout) -> _DensePlan | None:
-    cache_key = (id(spec), _layout_key(layout), DENSE_MAX_VALUES)
-    hit = _DENSE_CACHE.get(cache_key)
-    if hit is not None and hit[0] is spec:
-        return hit[1]
-    if len(_DENSE_CACHE) >= 64:
-        _DENSE_CACHE.clear()
-    plan = _compile_dense(spec, layout)
-    _DENSE_CACHE[cache_key] = (spec, plan)
-    return plan
+    key = (id(spec), _layout_key(layout), DENSE_MAX_VALUES)
+    return _DENSE_CACHE.get(spec, key, lambda: _compile_dense(spec, layout))
 
 
 def _slot_map(coord: torch.Tensor, slot: _Slot, offset: int, dummy: int) -> tuple[torch.Tensor, ...]:

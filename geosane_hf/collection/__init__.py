@@ -14,20 +14,21 @@ from geosane_hf.collection.architectures import (
     list_architectures,
     register_architecture,
 )
+from geosane_hf.collection.collector import read_collection_index
 from geosane_hf.collection.zoo import (
     RunSpec,
     TaskData,
     ZooConfig,
     ZooError,
     ZooResult,
-    evaluate_model,
     load_task_data,
     load_zoo_model,
     plan_population,
-    read_index,
+    read_zoo_index,
     summarize,
     train_run,
     train_zoo,
+    zoo_metrics,
 )
 
 __all__ = [
@@ -41,14 +42,15 @@ __all__ = [
     "ZooResult",
     "build_architecture",
     "count_parameters",
-    "evaluate_model",
     "list_architectures",
     "load_task_data",
     "load_zoo_model",
     "plan_population",
-    "read_index",
+    "read_collection_index",
+    "read_zoo_index",
     "register_architecture",
     "summarize",
     "train_run",
     "train_zoo",
+    "zoo_metrics",
 ]

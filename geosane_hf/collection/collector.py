@@ -67,7 +67,9 @@ __all__ = [
     "collect",
     "collect_entry",
     "content_hash",
+    "read_collection_index",
     "read_index",
+    "write_collection_index",
     "write_index",
 ]
 
@@ -222,7 +224,7 @@ class CollectionReport:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def read_index(root: str | os.PathLike) -> list[CollectedModel]:
+def read_collection_index(root: str | os.PathLike) -> list[CollectedModel]:
     """Reads ``collection.jsonl`` of a collection folder (empty when there is none yet).
 
     Raises:
@@ -250,11 +252,17 @@ def read_index(root: str | os.PathLike) -> list[CollectedModel]:
     return models
 
 
-def write_index(root: str | os.PathLike, models: list[CollectedModel]) -> None:
+def write_collection_index(root: str | os.PathLike, models: list[CollectedModel]) -> None:
     """Writes ``collection.jsonl`` atomically (temp file + rename): readers see the old or the new index."""
     write_text(
         Path(root) / INDEX_FILENAME, "".join(json.dumps(dataclasses.asdict(m), sort_keys=True) + "\n" for m in models)
     )
+
+
+# The old names (generation.pipeline_geosane imports read_index); the zoo's index is another file and idea
+# (collection.zoo.read_zoo_index).
+read_index = read_collection_index
+write_index = write_collection_index
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -632,7 +640,7 @@ def _collect(manifest: CollectionManifest, root: Path, *, progress: bool, start:
     from tqdm.auto import tqdm
 
     (root / MODELS_DIRNAME).mkdir(parents=True, exist_ok=True)
-    previous = {m.id: m for m in read_index(root)}
+    previous = {m.id: m for m in read_collection_index(root)}
     reusable = {e.id: previous[e.id] for e in manifest.entries if _reusable(previous.get(e.id), e, root)}
     owner_of_hash: dict[str, str] = {m.content_sha256: m.id for m in reusable.values()}
     done: dict[str, CollectedModel] = {}
@@ -663,7 +671,7 @@ def _collect(manifest: CollectionManifest, root: Path, *, progress: bool, start:
         done[entry.id] = model
         # Every step leaves a valid index: this run's models plus the earlier runs' reusable ones.
         try:
-            write_index(root, _in_order(manifest, {**reusable, **done}))
+            write_collection_index(root, _in_order(manifest, {**reusable, **done}))
         except OSError as error:  # the old index stays in place (atomic write); later entries would fail alike
             disk_full = f"could not update {INDEX_FILENAME} ({_one_line(error)}); fix the folder and rerun to resume"
     bar.close()
@@ -672,7 +680,7 @@ def _collect(manifest: CollectionManifest, root: Path, *, progress: bool, start:
         collected=collected, failed=failed, reused=reused, root=root, seconds=time.perf_counter() - start
     )
     try:
-        write_index(root, collected)
+        write_collection_index(root, collected)
         write_text(root / REPORT_MARKDOWN, report.to_markdown())
         write_text(root / REPORT_JSON, json.dumps(report.to_dict(), indent=2) + "\n")
     except OSError as error:

@@ -1,26 +1,8 @@
 """The tokenized-weights dataset: a collection folder -> a Hugging Face ``datasets`` folder of Parquet shards.
 
-Layout of the output folder (loadable with ``datasets.load_dataset(folder, "tokens")`` / ``(folder, "models")``,
-also with ``streaming=True``, and pushable to the Hub as it is)::
-
-    README.md                       dataset card; its YAML `configs:` name the two tables
-    tokens/train-00000.parquet ...  one row per chunk of <= chunk_tokens consecutive tokens of one model
-    models/train-00000.parquet      one row per model: metadata, the tokenizer layout (JSON), counts
-
-Table ``tokens`` (``T`` = token size, ``n`` = tokens in the chunk):
-
-=================  ==============================  =========================================================
-column             type                            meaning
-=================  ==============================  =========================================================
-``model_id``       string                          the collection id
-``chunk_index``    int32                           chunk number within the model (0, 1, ...)
-``token_offset``   int64                           global index of the chunk's first token in the model
-``num_tokens``     int32                           ``n``
-``tokens``         list<fixed_size_list<f32, T>>   ``[n, T]`` values, zero padding
-``num_real``       list<int16>                     ``[n]`` real values per token (the mask, compactly)
-``positions``      list<fixed_size_list<i32, 3>>   ``[n, 3]`` (global token index, layer index, index in layer)
-``layer_types``    list<int16>                     ``[n]`` :class:`~geosane_hf.layer_types.LayerType` ids
-=================  ==============================  =========================================================
+The folder's layout and the columns of its two tables (``tokens``: one row per chunk of <= chunk_tokens consecutive
+tokens of one model; ``models``: one row per model) are defined once in :mod:`geosane_hf.collection.schema`, which
+the dataset card and the readers (``training/data.py``) share.
 
 The mask is not stored: padding only ever sits at the end of a layer's last token, so the real values of token
 ``i`` are its first ``num_real[i]`` ones and ``mask[i, k] = k < num_real[i]`` (:func:`mask_from_num_real`). Every
@@ -63,7 +45,6 @@ import dataclasses
 import errno
 import json
 import os
-import struct
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -75,7 +56,18 @@ import numpy as np
 import torch
 
 from geosane_hf.atomic_io import exclusive_lock, remove_stale_stages, staged_dir, write_text, write_with
-from geosane_hf.checkpoints import read_safetensors_header
+from geosane_hf.checkpoints import open_safetensors, read_safetensors_header
+from geosane_hf.collection.schema import (
+    DATASET_FORMAT_VERSION,
+    MODELS_DIR,
+    SHARD_PATTERN,
+    TOKENS_DIR,
+    ModelsColumn,
+    TokensColumn,
+    models_schema,
+    tokens_columns_markdown,
+    tokens_schema,
+)
 from geosane_hf.errors import GeoSANEError
 from geosane_hf.tokenizer import WeightLayout, WeightTokenizer
 
@@ -84,7 +76,6 @@ __all__ = [
     "DatasetBuildConfig",
     "DatasetBuildError",
     "DatasetBuildResult",
-    "SafetensorsReader",
     "TokenChunk",
     "build_dataset",
     "iter_token_chunks",
@@ -95,10 +86,6 @@ __all__ = [
     "tokens_schema",
 ]
 
-DATASET_FORMAT_VERSION = 1
-TOKENS_DIR = "tokens"
-MODELS_DIR = "models"
-SHARD_PATTERN = "train-{index:05d}.parquet"
 INT16_MAX = 32767
 _FOOTER_RESERVE = 16 * 1024  # bytes kept free in a shard for the Parquet footer (schema + row-group metadata)
 _PARQUET_OVERHEAD = 1.1  # file bytes per Arrow byte of a row group, with margin (levels, page headers)
@@ -107,8 +94,8 @@ _PARQUET_OVERHEAD = 1.1  # file bytes per Arrow byte of a row group, with margin
 _PARQUET_OPTIONS: dict[str, Any] = {
     "version": "2.6",
     "data_page_version": "1.0",
-    "use_dictionary": ["model_id"],
-    "write_statistics": ["model_id", "chunk_index", "token_offset", "num_tokens"],
+    "use_dictionary": [str(TokensColumn.MODEL_ID)],
+    "write_statistics": [str(c) for c in TokensColumn][:4],  # model_id, chunk_index, token_offset, num_tokens
     "store_schema": True,
 }
 
@@ -236,69 +223,6 @@ def mask_from_num_real(num_real: Any, token_size: int) -> torch.Tensor:
     """
     num_real = torch.as_tensor(num_real, dtype=torch.int64)  # [n]
     return torch.arange(token_size)[None, :] < num_real[..., None]  # [n, T]
-
-
-class SafetensorsReader(Mapping[str, torch.Tensor]):
-    """A read-only, ordered state_dict over one safetensors file that reads each tensor with a plain file read.
-
-    Like :class:`~geosane_hf.checkpoints.LazySafetensorsStateDict` (same key order, ``tensor_specs``), but without a
-    memory map: the pages of a mapped file count in the process's resident memory once touched (a 1.2 GB ViT-L
-    file adds 1.2 GB to the RSS high-water mark while it is open), whereas a read puts one tensor in fresh memory
-    that is freed when the tensor is dropped.
-
-    Example:
-        >>> import tempfile, torch
-        >>> from geosane_hf.checkpoints import save_safetensors
-        >>> path = f"{tempfile.mkdtemp()}/w.safetensors"
-        >>> save_safetensors({"b": torch.arange(3.0), "a": torch.ones(2, 2, dtype=torch.bfloat16)}, path)
-        >>> with SafetensorsReader(path) as sd:
-        ...     list(sd), sd["b"].tolist(), sd["a"].dtype
-        (['b', 'a'], [0.0, 1.0, 2.0], torch.bfloat16)
-    """
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        header = read_safetensors_header(path)  # validates sizes and offsets, restores the key order
-        self.path = Path(path)
-        self.tensor_specs = header.specs
-        with open(path, "rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            raw = json.loads(handle.read(length))
-        self._data_start = 8 + length
-        self._offsets = {key: tuple(raw[key]["data_offsets"]) for key in self.tensor_specs}
-        self._handle = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close() / the context manager)
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        spec = self.tensor_specs[key]
-        begin, end = self._offsets[key]
-        data = torch.empty(end - begin, dtype=torch.uint8)  # [bytes]
-        view, done = memoryview(data.numpy()), 0
-        while done < len(view):
-            read = os.preadv(self._handle.fileno(), [view[done:]], self._data_start + begin + done)
-            if read <= 0:
-                raise DatasetBuildError(f"{self.path}: expected {len(view)} bytes for {key!r}, the file ended early")
-            done += read
-        return data.view(spec.dtype).reshape(spec.shape)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.tensor_specs)
-
-    def __len__(self) -> int:
-        return len(self.tensor_specs)
-
-    def close(self) -> None:
-        """Closes the file."""
-        self._handle.close()
-
-    def __enter__(self) -> SafetensorsReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def open_safetensors(path: str | os.PathLike) -> SafetensorsReader:
-    """A :class:`SafetensorsReader` over ``path`` (close it, or use it as a context manager)."""
-    return SafetensorsReader(path)
 
 
 def _specs(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
@@ -511,61 +435,6 @@ def iter_token_chunks(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def tokens_schema(token_size: int) -> Any:
-    """The Arrow schema of the ``tokens`` table for token size ``T``."""
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            pa.field("model_id", pa.string(), nullable=False),
-            pa.field("chunk_index", pa.int32(), nullable=False),
-            pa.field("token_offset", pa.int64(), nullable=False),
-            pa.field("num_tokens", pa.int32(), nullable=False),
-            pa.field("tokens", pa.list_(pa.list_(pa.float32(), token_size)), nullable=False),
-            pa.field("num_real", pa.list_(pa.int16()), nullable=False),
-            pa.field("positions", pa.list_(pa.list_(pa.int32(), 3)), nullable=False),
-            pa.field("layer_types", pa.list_(pa.int16()), nullable=False),
-        ]
-    )
-
-
-def _models_schema() -> Any:
-    import pyarrow as pa
-
-    string, int32, int64 = pa.string(), pa.int32(), pa.int64()
-    return pa.schema(
-        [
-            ("model_id", string),
-            ("role", string),
-            ("task", string),
-            ("family", string),
-            ("sensor", string),
-            ("training_data", string),
-            ("license", string),
-            ("citation", string),
-            ("in_chans", int32),
-            ("num_classes", int32),
-            ("bands", pa.list_(string)),
-            ("source", string),
-            ("source_revision", string),
-            ("content_sha256", string),
-            ("architecture", string),  # JSON: {"library", "name", "kwargs"} or null
-            ("metrics", string),  # JSON
-            ("num_parameters", int64),
-            ("num_tensors", int32),
-            ("num_layers", int32),
-            ("num_tokens", int64),
-            ("num_chunks", int32),
-            ("num_real_values", int64),
-            ("missing_keys", pa.list_(string)),
-            ("mode", string),
-            ("token_size", int32),
-            ("chunk_tokens", int32),
-            ("layout", string),  # JSON: WeightLayout.to_dict()
-        ]
-    )
-
-
 def _window_table(model_id: str, window: _Window, first: int, count: int, chunk_tokens: int) -> Any:
     """The rows (chunks) of one filled window, as Arrow arrays over the window's buffers (no copy).
 
@@ -749,33 +618,33 @@ def _write_table_atomic(table: Any, path: Path, compression: str) -> None:
 def _model_row(record: Any, layout: WeightLayout, num_chunks: int, config: DatasetBuildConfig) -> dict[str, Any]:
     entry = record.entry
     return {
-        "model_id": record.id,
-        "role": entry.get("role", "rs-model"),
-        "task": entry.get("task"),
-        "family": entry.get("family"),
-        "sensor": entry.get("sensor"),
-        "training_data": entry.get("training_data"),
-        "license": entry.get("license"),
-        "citation": entry.get("citation"),
-        "in_chans": entry.get("in_chans"),
-        "num_classes": entry.get("num_classes"),
-        "bands": entry.get("bands"),
-        "source": record.source,
-        "source_revision": record.source_revision,
-        "content_sha256": record.content_sha256,
-        "architecture": json.dumps(record.architecture, sort_keys=True) if record.architecture else None,
-        "metrics": json.dumps(entry.get("metrics") or {}, sort_keys=True),
-        "num_parameters": record.num_parameters,
-        "num_tensors": record.num_tensors,
-        "num_layers": len(layout.entries),
-        "num_tokens": layout.num_tokens,
-        "num_chunks": num_chunks,
-        "num_real_values": sum(e.num_values for e in layout.entries),
-        "missing_keys": layout.missing_keys,
-        "mode": layout.mode,
-        "token_size": layout.token_size,
-        "chunk_tokens": config.chunk_tokens,
-        "layout": json.dumps(layout.to_dict(), sort_keys=True),
+        ModelsColumn.MODEL_ID: record.id,
+        ModelsColumn.ROLE: entry.get("role", "rs-model"),
+        ModelsColumn.TASK: entry.get("task"),
+        ModelsColumn.FAMILY: entry.get("family"),
+        ModelsColumn.SENSOR: entry.get("sensor"),
+        ModelsColumn.TRAINING_DATA: entry.get("training_data"),
+        ModelsColumn.LICENSE: entry.get("license"),
+        ModelsColumn.CITATION: entry.get("citation"),
+        ModelsColumn.IN_CHANS: entry.get("in_chans"),
+        ModelsColumn.NUM_CLASSES: entry.get("num_classes"),
+        ModelsColumn.BANDS: entry.get("bands"),
+        ModelsColumn.SOURCE: record.source,
+        ModelsColumn.SOURCE_REVISION: record.source_revision,
+        ModelsColumn.CONTENT_SHA256: record.content_sha256,
+        ModelsColumn.ARCHITECTURE: json.dumps(record.architecture, sort_keys=True) if record.architecture else None,
+        ModelsColumn.METRICS: json.dumps(entry.get("metrics") or {}, sort_keys=True),
+        ModelsColumn.NUM_PARAMETERS: record.num_parameters,
+        ModelsColumn.NUM_TENSORS: record.num_tensors,
+        ModelsColumn.NUM_LAYERS: len(layout.entries),
+        ModelsColumn.NUM_TOKENS: layout.num_tokens,
+        ModelsColumn.NUM_CHUNKS: num_chunks,
+        ModelsColumn.NUM_REAL_VALUES: sum(e.num_values for e in layout.entries),
+        ModelsColumn.MISSING_KEYS: layout.missing_keys,
+        ModelsColumn.MODE: layout.mode,
+        ModelsColumn.TOKEN_SIZE: layout.token_size,
+        ModelsColumn.CHUNK_TOKENS: config.chunk_tokens,
+        ModelsColumn.LAYOUT: json.dumps(layout.to_dict(), sort_keys=True),
     }
 
 
@@ -843,9 +712,9 @@ def build_dataset(
 
 def _checked_records(collection_dir: Path) -> list[Any]:
     """The collection's records in id order, each with its file present at the recorded size."""
-    from geosane_hf.collection.collector import read_index
+    from geosane_hf.collection.collector import read_collection_index
 
-    records = sorted(read_index(collection_dir), key=lambda r: r.id)
+    records = sorted(read_collection_index(collection_dir), key=lambda r: r.id)
     if not records:
         raise DatasetBuildError(
             f"no collected models in {str(collection_dir)!r}: expected collection.jsonl from `geosane collect "
@@ -905,7 +774,7 @@ def _build_into(
         for record in records:
             bar.set_postfix_str(record.id[:40], refresh=False)
             num_chunks = 0
-            with SafetensorsReader(collection_dir / record.file) as state_dict:
+            with open_safetensors(collection_dir / record.file, mmap=False) as state_dict:
                 layout = plan_layout(state_dict, tokenizer)
                 for window, first, count in _iter_windows(state_dict, layout, writer.acquire, config.check_finite):
                     table = _window_table(record.id, window, first, count, config.chunk_tokens)
@@ -924,7 +793,7 @@ def _build_into(
         torch.set_num_threads(threads)
         writer.shutdown()
         bar.close()
-    models_table = pa.Table.from_pylist(model_rows, schema=_models_schema())
+    models_table = pa.Table.from_pylist(model_rows, schema=models_schema())
     _write_table_atomic(models_table, out_dir / MODELS_DIR / SHARD_PATTERN.format(index=0), config.compression)
     result = DatasetBuildResult(
         out_dir=out_dir,
@@ -979,11 +848,11 @@ def render_dataset_card(
         "size_categories": [_size_category(result.num_chunks)],
         "configs": [
             {
-                "config_name": "tokens",
+                "config_name": TOKENS_DIR,
                 "data_files": [{"split": "train", "path": f"{TOKENS_DIR}/train-*.parquet"}],
                 "default": True,
             },
-            {"config_name": "models", "data_files": [{"split": "train", "path": f"{MODELS_DIR}/train-*.parquet"}]},
+            {"config_name": MODELS_DIR, "data_files": [{"split": "train", "path": f"{MODELS_DIR}/train-*.parquet"}]},
         ],
     }
     table = ["| model_id | role | task | parameters | tokens | chunks | license |", "|---|---|---|---:|---:|---:|---|"]
@@ -1021,6 +890,7 @@ def render_dataset_card(
         "license_table": "\n".join(license_table),
         "how_built": how_built,
         "how_to_load": _HOW_TO_LOAD.replace("{T}", str(config.token_size)),
+        "tokens_columns": tokens_columns_markdown(config.token_size, config.chunk_tokens),
         "token_size": str(config.token_size),
         "mode": config.mode,
         "chunk_tokens": str(config.chunk_tokens),

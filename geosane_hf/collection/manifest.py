@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -302,24 +303,23 @@ def manifest_from_zoo(zoo_dir: str | os.PathLike, name: str | None = None) -> Co
         Traceback (most recent call last):
         ManifestError: no trained population in ...
     """
-    import json
+    from geosane_hf.collection.zoo import INDEX_FILENAME, ZooError, read_zoo_index
 
     root = Path(zoo_dir)
-    index_path = root / "index.json"
+    index_path = root / INDEX_FILENAME
     if not index_path.is_file():
         raise ManifestError(
             f"no trained population in {str(root)!r}: expected {index_path.name} written by `geosane zoo train --out "
             f"{root}`; train it first or fix --zoo."
         )
     try:
-        index = json.loads(index_path.read_text())
+        index = read_zoo_index(root)
     except json.JSONDecodeError as error:
         raise ManifestError(f"{index_path}: expected JSON, got a decoding error ({error}).") from error
-    if index.get("format") != "geosane-zoo" or not index.get("models"):
-        raise ManifestError(
-            f"{index_path}: expected a 'geosane-zoo' index with models, got format {index.get('format')!r} and "
-            f"{len(index.get('models') or [])} models."
-        )
+    except ZooError as error:  # another format
+        raise ManifestError(f"{error}; pass the folder of `geosane zoo train --out`.") from error
+    if not index.get("models"):
+        raise ManifestError(f"{index_path}: expected a 'geosane-zoo' index with models, got 0 models.")
     models = []
     for number, record in enumerate(index["models"]):
         if isinstance(record, dict) and "file" in record:

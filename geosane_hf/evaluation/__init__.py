@@ -8,21 +8,6 @@
 'f1_macro'
 """
 
-from geosane_hf.evaluation.data import (
-    BUILTIN_DATA,
-    IGNORE_INDEX,
-    BandMismatchError,
-    EmptySplitError,
-    EvaluationError,
-    LabelRangeError,
-    Split,
-    TaskData,
-    UnknownTaskError,
-    data_from_arrays,
-    data_from_dataset,
-    data_from_folder,
-    load_task_data,
-)
 from geosane_hf.evaluation.finetune import (
     CPU_DEMO,
     PAPER_RECIPE,
@@ -65,6 +50,21 @@ from geosane_hf.evaluation.starts import (
     weight_selection,
 )
 from geosane_hf.evaluation.tasks import TASKS, Task, TaskConfig, evaluate_model, get_task_config
+from geosane_hf.task_data import (
+    BUILTIN_DATA,
+    IGNORE_INDEX,
+    BandMismatchError,
+    EmptySplitError,
+    EvaluationError,
+    LabelRangeError,
+    Split,
+    TaskData,
+    UnknownTaskError,
+    data_from_arrays,
+    data_from_dataset,
+    data_from_folder,
+    load_task_data,
+)
 
 # Compatibility shim (docs/architecture.md): the transfer experiment moved up to geosane_hf.experiments; its names
 # stay importable from here, loaded on first access so that evaluation never imports the room above it at import.

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from geosane_hf.evaluation.data import IGNORE_INDEX, EvaluationError
 from geosane_hf.evaluation.tasks import Task
+from geosane_hf.task_data import IGNORE_INDEX, EvaluationError
 from geosane_hf.train_loop import LoopConfig, train_epochs
 
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geosane_hf.evaluation.data import EvaluationError
+from geosane_hf.task_data import EvaluationError
 
 
 @dataclass(frozen=True)

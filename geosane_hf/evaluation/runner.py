@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from geosane_hf.evaluation.data import EvaluationError
 from geosane_hf.evaluation.finetune import CPU_DEMO, FinetuneConfig, FinetuneResult, finetune
 from geosane_hf.evaluation.starts import Start
 from geosane_hf.evaluation.tasks import Task
+from geosane_hf.task_data import EvaluationError
 
 StartFactory = Callable[[int], Start]  # seed -> Start
 

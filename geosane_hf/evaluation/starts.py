@@ -31,10 +31,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from geosane_hf.evaluation.data import EvaluationError
 from geosane_hf.evaluation.models import TargetArch
 from geosane_hf.packaged import IMAGENET_PROMPTS, imagenet_state_dict
 from geosane_hf.packaged import map_by_order as map_by_order  # re-exported: public here before
+from geosane_hf.task_data import EvaluationError
 
 
 class StartError(EvaluationError):

@@ -20,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geosane_hf.evaluation.data import (
+from geosane_hf.evaluation.metrics import load_metric
+from geosane_hf.evaluation.models import TargetArch, build_classifier, build_detector, build_segmenter
+from geosane_hf.task_data import (
     IGNORE_INDEX,
     BandMismatchError,
     EvaluationError,
@@ -31,8 +33,6 @@ from geosane_hf.evaluation.data import (
     load_task_data,
     resize_images,
 )
-from geosane_hf.evaluation.metrics import load_metric
-from geosane_hf.evaluation.models import TargetArch, build_classifier, build_detector, build_segmenter
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class TaskConfig:
     Attributes:
         name: task name (a key of `TASKS` for built-ins).
         kind: "classification", "segmentation" or "detection".
-        data: built-in data set name (see `geosane_hf.evaluation.data.BUILTIN_DATA`), or "custom".
+        data: built-in data set name (see `geosane_hf.task_data.BUILTIN_DATA`), or "custom".
         input_size: images are resized to input_size x input_size when their side differs.
         max_train, max_test: caps on the number of samples (None: all), for quick runs.
         eval_batch_size: batch size at evaluation.
@@ -128,7 +128,7 @@ class Task:
         """A task on the user's own data (see `data_from_folder`, `data_from_dataset`, `data_from_arrays`).
 
         >>> import numpy as np
-        >>> from geosane_hf.evaluation.data import data_from_arrays
+        >>> from geosane_hf.task_data import data_from_arrays
         >>> x = np.random.default_rng(0).normal(size=(8, 3, 32, 32)).astype("float32")
         >>> data = data_from_arrays("mine", "classification", x, x, num_classes=2, train_targets=[0, 1] * 4,
         ...                         test_targets=[1, 0] * 4)
@@ -187,7 +187,7 @@ class Task:
         Traceback (most recent call last):
         FileNotFoundError: expected a folder of patches at /nonexistent/train/images ...
         """
-        from geosane_hf.evaluation.data import data_from_folder
+        from geosane_hf.task_data import data_from_folder
 
         data = data_from_folder(root, kind=kind, bands=bands, sensor=sensor)
         size = input_size or max(32, int(data.train.images.shape[-1]))

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from geosane_hf.evaluation.data import EvaluationError, TaskData, UnknownTaskError, data_from_arrays
+from geosane_hf.task_data import EvaluationError, TaskData, UnknownTaskError, data_from_arrays
 
 __all__ = ["TORCHGEO_DATASETS", "TorchGeoSpec", "torchgeo_task_data"]
 
@@ -199,13 +199,11 @@ def torchgeo_task_data(
         x_train, y_train = _read(train_ds, pick_train, int)
         x_test, y_test = _read(test_ds, pick_test, int)
         class_names = tuple(getattr(train_ds, "classes", ()) or ())
-    num_classes = len(class_names) or int(max(y_train.max(), y_test.max())) + 1
     return data_from_arrays(
         f"torchgeo-{key}",
         "classification",
         x_train,
         x_test,
-        num_classes=num_classes,
         train_targets=y_train,
         test_targets=y_test,
         class_names=class_names,

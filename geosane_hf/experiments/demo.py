@@ -177,9 +177,9 @@ def holdout_runs(zoo_dir: Path, count: int = 2) -> list[str]:
     Whole runs (every checkpoint of a run), because a sibling checkpoint is almost a copy. The runs are the first
     of that layout in plan order, so the choice is deterministic.
     """
-    from geosane_hf.collection.zoo import read_index
+    from geosane_hf.collection.zoo import read_zoo_index
 
-    models = read_index(zoo_dir)["models"]
+    models = read_zoo_index(zoo_dir)["models"]
     if not models:
         raise DemoError(f"expected a trained population in {zoo_dir} to hold runs out of training, found no models")
     layouts: dict[str, list[dict[str, Any]]] = {}

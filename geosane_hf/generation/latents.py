@@ -300,10 +300,10 @@ def _tokenized_anchors(
 ) -> tuple[list[TokenizedWeights], list[str], str]:
     """Tokenized anchors: same fingerprint when any, else the nearest layouts (token count, then layer types)."""
     from geosane_hf.checkpoints import load_checkpoint
-    from geosane_hf.collection.collector import read_index
+    from geosane_hf.collection.collector import read_collection_index
 
     root = Path(collection)
-    records = read_index(root)
+    records = read_collection_index(root)
     if not records:
         raise GenerationError(f"expected a collection folder with collection.jsonl and models/, got {root}")
     same, other = [], []

@@ -352,9 +352,9 @@ class GeoSANEPipeline:
     def _known_architectures(self) -> list[str]:
         if self.collection is None:
             return []
-        from geosane_hf.collection.collector import read_index
+        from geosane_hf.collection.collector import read_collection_index
 
-        return [f"{r.id} ({(r.architecture or {}).get('name', '?')})" for r in read_index(self.collection)]
+        return [f"{r.id} ({(r.architecture or {}).get('name', '?')})" for r in read_collection_index(self.collection)]
 
     def __repr__(self) -> str:
         return f"GeoSANEPipeline(sampler={self.sampler!r}, collection={self.collection!r})"

@@ -181,35 +181,6 @@ def head_prefixes(model: nn.Module) -> tuple[str, ...]:
     return tuple(head) if isinstance(head, (list, tuple)) else ((head,) if head else ())
 
 
-def load_prompt(
-    prompt: Any,
-    *,
-    architecture: str | None = None,
-    in_chans: int | None = None,
-    num_classes: int | None = None,
-    bands: Sequence[str] | None = None,
-    band_method: str = "wavelength",
-    seed: int = 0,
-) -> tuple[GeneratedPrompt, nn.Module]:
-    """Loads a prompt and fits it to the target; returns it with the target timm model (seeded init).
-
-    The same as :func:`fit_prompt` with copied tensors (the returned state_dict is the caller's to change).
-
-    Raises:
-        GenerationError: Unknown architecture, a prompt whose tensors do not fit it, ``in_chans`` < 1.
-    """
-    return fit_prompt(
-        prompt,
-        architecture=architecture,
-        in_chans=in_chans,
-        num_classes=num_classes,
-        bands=bands,
-        band_method=band_method,
-        seed=seed,
-        copy_tensors=True,
-    )
-
-
 def fit_prompt(
     prompt: Any,
     *,
@@ -292,3 +263,7 @@ def fit_prompt(
     notes["stem"] = stem_key
     notes["head"] = f"{head_prefix}: re-initialised for {num_classes} classes (seed {seed})"
     return GeneratedPrompt(arch, source, fitted, notes), target
+
+
+# The older name: loads a prompt and fits it to the target, copying its tensors (fit_prompt's default).
+load_prompt = fit_prompt

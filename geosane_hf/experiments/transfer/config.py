@@ -173,7 +173,9 @@ def _canonical_start(name: str) -> str:
 # ------------------------------------------------------------------------------------------------ mapping helpers
 
 
-def _check_keys(data: Any, cls: type, where: str, extra: Sequence[str] = ()) -> dict[str, Any]:
+def _check_keys(
+    data: Any, cls: type, where: str, extra: Sequence[str] = (), required: str | None = None
+) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise ExperimentConfigError(f"expected a mapping for {where}, got {type(data).__name__} {data!r}")
     valid = [f.name for f in fields(cls) if f.name not in extra]
@@ -181,6 +183,8 @@ def _check_keys(data: Any, cls: type, where: str, extra: Sequence[str] = ()) -> 
     if unknown:
         hints = "".join(_did_you_mean(str(k), valid) for k in unknown)
         raise ExperimentConfigError(f"unknown key(s) {unknown} in {where}; valid keys: {valid}.{hints}")
+    if required is not None and required not in data:
+        raise ExperimentConfigError(f"expected {required!r} in {where}, got keys {sorted(data)}")
     return dict(data)
 
 
@@ -225,9 +229,7 @@ class TargetSpec:
     def from_dict(cls, data: Any, where: str = "targets") -> TargetSpec:
         if isinstance(data, str):
             return cls(data)
-        data = _check_keys(data, cls, where)
-        if "architecture" not in data:
-            raise ExperimentConfigError(f"expected 'architecture' in {where}, got keys {sorted(data)}")
+        data = _check_keys(data, cls, where, required="architecture")
         starts = data.get("starts")
         return cls(
             str(data["architecture"]),
@@ -274,9 +276,7 @@ class TaskSpec:
     def from_dict(cls, data: Any, where: str = "tasks") -> TaskSpec:
         if isinstance(data, str):
             return cls(data)
-        data = _check_keys(data, cls, where)
-        if "name" not in data:
-            raise ExperimentConfigError(f"expected 'name' in {where}, got keys {sorted(data)}")
+        data = _check_keys(data, cls, where, required="name")
         for key in ("max_train", "max_test", "input_size"):
             value = data.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):

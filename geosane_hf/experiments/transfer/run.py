@@ -48,7 +48,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from geosane_hf.atomic_io import write_json
-from geosane_hf.evaluation.data import Split, load_task_data, sample_index
 from geosane_hf.evaluation.geosane_start import (
     distance_keys,
     fitted_prompt,
@@ -87,6 +86,7 @@ from geosane_hf.experiments.transfer.config import (
     parse_start,
 )
 from geosane_hf.experiments.transfer.report import ExperimentResult, StartRow, TargetTable, build_report
+from geosane_hf.task_data import Split, load_task_data, sample_index
 
 __all__ = [
     "DEFAULT_STARTS",
@@ -362,7 +362,7 @@ class _Worker:
             if t.kind == "classification":
                 labels = targets.long()
             elif t.kind == "segmentation":
-                from geosane_hf.evaluation.data import IGNORE_INDEX
+                from geosane_hf.task_data import IGNORE_INDEX
 
                 counts = torch.stack(
                     [
@@ -414,11 +414,11 @@ class _Worker:
         root = self.config.geosane.collection
         if not root:
             raise _NotApplicable("no collection given (geosane.collection)")
-        from geosane_hf.collection.collector import read_index
+        from geosane_hf.collection.collector import read_collection_index
 
         records = [
             r
-            for r in read_index(root)
+            for r in read_collection_index(root)
             if r.architecture and r.architecture.get("library") == "timm" and r.architecture.get("name") == arch
         ]
         if not records:

@@ -79,9 +79,9 @@ def holdout_every(zoo_dir: Path, every: int) -> list[str]:
 
     Whole runs, because a sibling checkpoint of the same run is almost a copy.
     """
-    from geosane_hf.collection.zoo import read_index
+    from geosane_hf.collection.zoo import read_zoo_index
 
-    models = read_index(zoo_dir)["models"]
+    models = read_zoo_index(zoo_dir)["models"]
     runs = sorted({r["run_id"] for r in models})
     held = set(runs[::every])
     return sorted(r["id"] for r in models if r["run_id"] in held)

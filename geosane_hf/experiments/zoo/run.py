@@ -226,10 +226,10 @@ def _align(
 
 
 def _run(model_arg: Any, zoo_dir: Path, config: ZooExperimentConfig) -> ZooExperimentResult:
-    from geosane_hf.collection.zoo import load_task_data, load_zoo_model, read_index
+    from geosane_hf.collection.zoo import load_task_data, load_zoo_model, read_zoo_index
 
     model, model_dir, model_name = _load_geosane(model_arg)
-    index = read_index(zoo_dir)
+    index = read_zoo_index(zoo_dir)
     if not index["models"]:
         raise ZooExperimentError(
             f"expected a trained population in {zoo_dir} (index.json), got none; run `geosane zoo train`"

@@ -70,10 +70,10 @@ def finetune_zoo_model(net: nn.Module, data: Any, protocol: FinetuneProtocol, se
 
     Example:
         >>> from geosane_hf.collection.architectures import build_architecture
-        >>> from geosane_hf.collection.zoo import evaluate_model, load_task_data
+        >>> from geosane_hf.collection.zoo import load_task_data, zoo_metrics
         >>> data = load_task_data("statlog-landsat")
         >>> net = finetune_zoo_model(build_architecture("statlog_cnn", width=4), data, FinetuneProtocol(), seed=0)
-        >>> evaluate_model(net, data.test_x, data.test_y, "classification", 6)["accuracy"] > 0.5
+        >>> zoo_metrics(net, data.test_x, data.test_y, "classification", 6)["accuracy"] > 0.5
         True
     """
     from geosane_hf.collection.zoo import train_on_task
@@ -105,10 +105,10 @@ class Scorer:
         return net.eval()
 
     def metric(self, net: nn.Module) -> float:
-        from geosane_hf.collection.zoo import evaluate_model
+        from geosane_hf.collection.zoo import zoo_metrics
 
         d = self.data
-        return evaluate_model(net, d.test_x, d.test_y, d.task, d.num_classes, d.class_names)[d.metric]
+        return zoo_metrics(net, d.test_x, d.test_y, d.task, d.num_classes, d.class_names)[d.metric]
 
     def zero_shot_model(self, state_dict: Mapping[str, torch.Tensor], recalibrate: bool | None = None) -> nn.Module:
         from geosane_hf.generation.calibration import calibrate_batchnorm
