@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # `backend` next to th
 import gradio as gr
 from backend import (
     DEFAULT_ARCHITECTURE,
+    DEFAULT_SAMPLER,
     MAX_SAMPLES,
     SAMPLERS,
     UNTRAINED_LABEL,
@@ -119,7 +120,7 @@ def build_app(backend: Backend) -> gr.Blocks:
                     bands = gr.Number(value=4, label="Bands (input channels)", precision=0, elem_id="bands")
                     classes = gr.Number(value=6, label="Classes", precision=0, elem_id="classes")
                 with gr.Row():
-                    sampler = gr.Dropdown(choices=list(SAMPLERS), value="prompt-noise", label="Sampler")
+                    sampler = gr.Dropdown(choices=list(SAMPLERS), value=DEFAULT_SAMPLER, label="Sampler")
                     seed = gr.Number(value=0, label="Seed", precision=0)
                     num_samples = gr.Number(value=1, label=f"Samples (1-{MAX_SAMPLES})", precision=0)
                 run = gr.Button("Generate", variant="primary", elem_id="generate")

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from geosane_hf.errors import GeoSANEError
+from geosane_hf.generation.registry import DEFAULT_SAMPLER
 from geosane_hf.generation.registry import SAMPLER_NAMES as SAMPLERS  # the one table of sampler names
 
 MAX_SAMPLES = 8
@@ -137,9 +138,10 @@ def check_request(
         raise InputError(f"expected a sampler in {list(SAMPLERS)}, got {sampler!r}")
     from geosane_hf.generation.registry import get_sampler_class
 
-    if get_sampler_class(sampler).uses_anchors and not has_collection:  # kde, bootstrap
+    if get_sampler_class(sampler).requires_anchors and not has_collection:  # kde
         raise InputError(
-            f"the {sampler!r} sampler needs a collection of anchor models; set GEOSANE_COLLECTION or use prompt-noise"
+            f"the {sampler!r} sampler needs a collection of anchor models; set GEOSANE_COLLECTION or use "
+            f"{DEFAULT_SAMPLER}"
         )
     count = estimate_parameters(architecture, in_chans, num_classes)
     if count > max_params:

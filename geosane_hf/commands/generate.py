@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from geosane_hf.generation.registry import SAMPLER_NAMES
+from geosane_hf.generation.registry import DEFAULT_SAMPLER, SAMPLER_NAMES
 
 
 def _seed(text: str) -> int:
@@ -48,10 +48,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--bands", default=None, help="comma-separated band names, e.g. B2,B3,B4,B5 with --sensor L8, or S2:B8"
     )
     parser.add_argument("--sensor", default=None, help="sensor of unqualified band names: L8, S2 or S1")
-    parser.add_argument("--sampler", default="prompt-noise", choices=SAMPLER_NAMES, help="a registered sampler")
+    parser.add_argument(
+        "--sampler",
+        default=DEFAULT_SAMPLER,
+        choices=SAMPLER_NAMES,
+        help=f"a registered sampler (default {DEFAULT_SAMPLER}: between the prompt and same-architecture collection "
+        "members, decoded residually around the prompt)",
+    )
     parser.add_argument("--collection", default=None, help="collector output folder (anchors for kde/bootstrap)")
     parser.add_argument("--seed", type=_seed, default=0, help="integer seed (same seed: identical weights)")
-    parser.add_argument("--noise-scale", type=float, default=0.1, help="latent noise relative to the latent std")
+    parser.add_argument(
+        "--noise-scale",
+        type=float,
+        default=None,
+        help="latent noise relative to the latent std (default: the sampler's: 0.1, or 0 for interpolate)",
+    )
     parser.add_argument("--candidates", type=_positive, default=8, help="bootstrap candidates per round")
     parser.add_argument("--keep", type=_positive, default=2, help="bootstrap: best candidates kept per round")
     parser.add_argument("--rounds", type=_positive, default=2, help="bootstrap rounds")

@@ -27,8 +27,8 @@ Example:
     >>> from geosane_hf.modeling import GeoSANEConfig, GeoSANEModel
     >>> model = GeoSANEModel(GeoSANEConfig.from_preset("tiny")).eval()
     >>> start = geosane_start(model, TargetArch("test_resnet", 4, 6), seed=0, store=tempfile.mkdtemp(), img_size=32)
-    >>> start.name, start.provenance["distance_to_prompt"] > 0
-    ('geosane:prompt-noise', True)
+    >>> start.name, round(start.provenance["distance_to_prompt"], 3)  # no population relative: the prompt itself
+    ('geosane:interpolate', 0.0)
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ from geosane_hf.evaluation.starts import (
     prompt_plus_noise,
     weight_distance,
 )
+from geosane_hf.generation.registry import DEFAULT_SAMPLER
 
 __all__ = [
     "distance_keys",
@@ -235,8 +236,8 @@ def geosane_start(
     target: TargetArch,
     seed: int = 0,
     *,
-    sampler: str = "prompt-noise",
-    noise_scale: float = 0.1,
+    sampler: str = DEFAULT_SAMPLER,
+    noise_scale: float | None = None,
     collection: str | Path | None = None,
     store: str | Path | None = None,
     group: str = "default",
@@ -261,8 +262,9 @@ def geosane_start(
         model_or_path: A GeoSANEModel, a ``save_pretrained`` folder or a Hub id.
         target: Architecture, bands and classes (the prompt is ``target.name``).
         seed: Seeds the generation (same seed: identical weights) and the head init.
-        sampler: ``"prompt-noise"``, ``"kde"`` (needs `collection`) or ``"bootstrap"``.
-        noise_scale: Latent noise (KDE bandwidth) relative to the latent std.
+        sampler: A registered sampler (default ``"interpolate"``, GeoSANE's recommended configuration; ``"kde"``
+            needs `collection`).
+        noise_scale: Latent noise (KDE bandwidth) relative to the latent std; None: the sampler's default.
         collection: Collector output folder (anchors for ``kde``/``bootstrap``).
         store: Folder store to publish into (default: a temporary folder, removed after loading back).
         group: Sub-folder of the store (the task or experiment name).
@@ -302,7 +304,7 @@ def geosane_start(
         "target": [target.name, target.in_chans, target.num_classes, target.library, list(map(list, target.kwargs))],
         "seed": seed,
         "sampler": sampler,
-        "noise_scale": float(noise_scale),
+        "noise_scale": None if noise_scale is None else float(noise_scale),
         "collection": collection_id,
         "bands": list(bands) if bands else None,
         "band_method": band_method,

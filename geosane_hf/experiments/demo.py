@@ -272,6 +272,7 @@ def _generate(config: DemoConfig) -> dict[str, Any]:
             in_chans=config.in_chans,
             num_classes=config.num_classes,
             seed=0,
+            collection=config.path("collection"),  # population relatives of the prompt, when it has any
             model_id=config.repo_id,
             show_progress=config.progress,
         )

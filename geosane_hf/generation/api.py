@@ -10,7 +10,7 @@ Example:
     >>> model = GeoSANEModel(GeoSANEConfig.from_preset("tiny")).eval()
     >>> out = generate_weights(model, "test_resnet", in_chans=4, num_classes=6, seed=0, calibrate=False)
     >>> out.models[0].conv1[0].weight.shape[1], out.provenance["sampler"]
-    (4, 'prompt-noise')
+    (4, 'interpolate')
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from geosane_hf.generation.errors import GenerationError
 from geosane_hf.generation.outputs import GenerationOutput, WeightGenerationOutput
 from geosane_hf.generation.pipeline_geosane import GeoSANEPipeline
 from geosane_hf.generation.prompt import GeneratedPrompt, check_int, load_prompt
-from geosane_hf.generation.registry import get_sampler_class
+from geosane_hf.generation.registry import DEFAULT_SAMPLER, get_sampler_class
 from geosane_hf.generation.samplers import Sampler
 from geosane_hf.tokenizer import WeightTokenizer
 
@@ -48,9 +48,9 @@ def generate_weights(
     prompt: Any,
     *,
     num_samples: int = 1,
-    sampler: str | Sampler = "prompt-noise",
+    sampler: str | Sampler = DEFAULT_SAMPLER,
     seed: int = 0,
-    noise_scale: float = 0.1,
+    noise_scale: float | None = None,
     in_chans: int | None = None,
     num_classes: int | None = None,
     bands: Sequence[str] | None = None,
@@ -80,10 +80,12 @@ def generate_weights(
         model: A :class:`~geosane_hf.modeling.GeoSANEModel`.
         prompt: timm name, local checkpoint (file/folder), Hub id or ``nn.Module`` (see :func:`load_prompt`).
         num_samples: Models to return.
-        sampler: A registered sampler name (``"prompt-noise"``, ``"kde"``: needs ``collection``, ``"bootstrap"``)
-            or a :class:`~geosane_hf.generation.samplers.Sampler` (then its config holds its options).
+        sampler: A registered sampler name (default ``"interpolate"``, GeoSANE's recommended configuration;
+            ``"prompt-noise"``, ``"kde"``: needs ``collection``, ``"bootstrap"``) or a
+            :class:`~geosane_hf.generation.samplers.Sampler` (then its config holds its options).
         seed: Seeds every random choice: same seed, bit-identical weights.
-        noise_scale: Latent noise relative to the anchors' per-dimension latent std (the KDE bandwidth).
+        noise_scale: Latent noise relative to the anchors' per-dimension latent std (the KDE bandwidth); None:
+            the sampler's default (0.1 for prompt-noise/kde/bootstrap, 0 for interpolate).
         in_chans / num_classes / bands / sensor / band_method / architecture: The target, see
             :meth:`GeoSANEPipeline.__call__`.
         tokenizer: A :class:`WeightTokenizer` (default: the model's token size, ``tokenizer_mode``).
@@ -109,7 +111,9 @@ def generate_weights(
     """
     seed = check_int("seed", seed, -(2**63))
     if not isinstance(sampler, Sampler):
-        sizes = {"noise_scale": noise_scale, "max_anchors": max_anchors, "candidates": candidates, "keep": keep}
+        sizes = {"max_anchors": max_anchors, "candidates": candidates, "keep": keep}
+        if noise_scale is not None:
+            sizes["noise_scale"] = noise_scale
         for name in ("max_anchors", "candidates", "keep"):
             check_int(name, sizes[name], 1)
         check_int("rounds", rounds, 1)

@@ -16,7 +16,7 @@ Example:
     >>> pipe = pipeline("weight-generation", model=GeoSANEModel(GeoSANEConfig.from_preset("tiny")))
     >>> out = pipe("test_resnet", in_chans=4, num_classes=6, calibrate=False)
     >>> out.models[0].num_classes, out.provenance["sampler"]
-    (6, 'prompt-noise')
+    (6, 'interpolate')
 """
 
 from __future__ import annotations

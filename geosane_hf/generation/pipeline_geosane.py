@@ -49,8 +49,8 @@ from geosane_hf.generation.prompt import (
     stem_in_chans,
     timm_model,
 )
-from geosane_hf.generation.registry import get_sampler
-from geosane_hf.generation.samplers import Candidate, PromptNoiseSampler, Sampler, SamplingContext
+from geosane_hf.generation.registry import DEFAULT_SAMPLER, get_sampler
+from geosane_hf.generation.samplers import Candidate, Sampler, SamplingContext
 from geosane_hf.generation.selection import CandidateSelector
 from geosane_hf.runtime import release_freed_memory
 from geosane_hf.tokenizer import WeightTokenizer
@@ -69,8 +69,8 @@ class GeoSANEPipeline:
 
     Args:
         model: A :class:`~geosane_hf.modeling.GeoSANEModel`.
-        sampler: A :class:`~geosane_hf.generation.samplers.Sampler` (default :class:`PromptNoiseSampler`) or a
-            registered sampler name.
+        sampler: A :class:`~geosane_hf.generation.samplers.Sampler` or a registered sampler name (default:
+            :data:`~geosane_hf.generation.registry.DEFAULT_SAMPLER`, GeoSANE's recommended configuration).
         tokenizer: A :class:`WeightTokenizer` (default: the model's token size, ``"full"`` mode: complete
             state_dicts; ``"geosane"`` mode inherits untokenized tensors from the prompt, as the original does).
         collection: Collector output folder whose models are the anchors of anchor samplers.
@@ -90,7 +90,7 @@ class GeoSANEPipeline:
         if config is None or not hasattr(model, "encode_long"):
             raise GenerationError(f"expected a GeoSANEModel, got {type(model).__name__}")
         self.model = model
-        self.sampler = get_sampler(sampler) if isinstance(sampler, str) else (sampler or PromptNoiseSampler())
+        self.sampler = get_sampler(sampler or DEFAULT_SAMPLER) if isinstance(sampler, (str, type(None))) else sampler
         self.tokenizer = tokenizer or WeightTokenizer(config.token_size, mode="full")
         self.collection = collection
         self.selector = selector

@@ -17,7 +17,7 @@ import difflib
 import importlib
 from typing import Any
 
-__all__ = ["SAMPLER_NAMES", "get_sampler", "get_sampler_class", "register_sampler", "sampler_names"]
+__all__ = ["DEFAULT_SAMPLER", "SAMPLER_NAMES", "get_sampler", "get_sampler_class", "register_sampler", "sampler_names"]
 
 # name -> "module:Class", imported lazily.
 _SAMPLERS: dict[str, str] = {
@@ -29,6 +29,11 @@ _SAMPLERS: dict[str, str] = {
 
 #: The sampler names known when the package was imported (``sampler_names()`` includes later registrations).
 SAMPLER_NAMES: tuple[str, ...] = tuple(_SAMPLERS)
+
+#: GeoSANE's recommended sampler, the default of GeoSANEPipeline, generate_weights, `geosane generate`, the Space
+#: and the evaluation's GeoSANE start: whole models between the prompt and same-architecture population members,
+#: decoded residually around the prompt (with no such member, the prompt itself). Why: docs/generation_quality.md.
+DEFAULT_SAMPLER = "interpolate"
 
 
 def sampler_names() -> tuple[str, ...]:

@@ -411,6 +411,7 @@ class InterpolationConfig(SamplerConfig):
     decode: Literal["plain", "residual"] = "residual"  # residual: prompt weights + dec(z) - dec(z_prompt)
     max_anchors: int = 8  # collection anchors at most (the prompt is an anchor too)
     noise_scale: float = 0.0  # latent noise on top, relative to the per-dimension latent std
+    cross_architecture: bool = False  # pairs="prompt": also move towards anchors of other layouts (aligned tokens)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -457,13 +458,16 @@ class InterpolationSampler(Sampler):
         latents = ctx.anchors.latents  # [A, N, L]
         ids = ctx.anchors.ids
         count = len(ids)
+        # towards anchors of the prompt's own layout only, unless asked: other layouts' tokens are mapped by layer
+        # type and depth (align_index), an approximation that does not carry their function
+        partners = [i for i in range(1, count) if c.cross_architecture or not ctx.anchors.members[i].aligned]
         sigma = latent_scale(latents) if c.noise_scale else None  # [L]
         candidates = []
         for _ in range(ctx.num_samples):
-            if count == 1:
-                a = b = 0  # the prompt alone: its reconstruction (plus noise)
+            if count == 1 or (c.pairs == "prompt" and not partners):
+                a = b = 0  # the prompt alone: its reconstruction (residual: the prompt itself), plus noise
             elif c.pairs == "prompt":
-                a, b = 0, 1 + int(torch.randint(count - 1, (1,), generator=ctx.generator))
+                a, b = 0, partners[int(torch.randint(len(partners), (1,), generator=ctx.generator))]
             else:
                 a, b = torch.randperm(count, generator=ctx.generator)[:2].tolist()
             t = c.interpolation_min + (c.interpolation_max - c.interpolation_min) * float(

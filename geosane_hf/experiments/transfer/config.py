@@ -28,7 +28,7 @@ from typing import Any
 
 from geosane_hf.errors import GeoSANEError
 from geosane_hf.evaluation.finetune import FinetuneConfig
-from geosane_hf.generation.registry import SAMPLER_NAMES
+from geosane_hf.generation.registry import DEFAULT_SAMPLER, SAMPLER_NAMES
 
 __all__ = [
     "DEFAULT_STARTS",
@@ -116,7 +116,7 @@ DEFAULT_STARTS: tuple[str, ...] = (
     "distillation",
     "checkpoint_average",
     "checkpoint_plus_noise",
-    "geosane:prompt-noise",
+    f"geosane:{DEFAULT_SAMPLER}",
 )
 
 
@@ -135,7 +135,7 @@ def _did_you_mean(name: str, choices: Iterable[str]) -> str:
 
 
 def parse_start(name: str) -> tuple[StartKind, str | None]:
-    """(kind, sampler or None) of a start name; ``geosane`` alone means ``geosane:prompt-noise``.
+    """(kind, sampler or None) of a start name; ``geosane`` alone means GeoSANE's default (``geosane:interpolate``).
 
     >>> kind, sampler = parse_start("geosane:kde")
     >>> kind.name, sampler
@@ -161,7 +161,7 @@ def parse_start(name: str) -> tuple[StartKind, str | None]:
             + _did_you_mean(sampler, SAMPLERS)
         )
     if kind.name == "geosane" and not sampler:
-        sampler = "prompt-noise"
+        sampler = DEFAULT_SAMPLER
     return kind, sampler or None
 
 
@@ -330,7 +330,7 @@ class GeoSANESpec:
         collection: collector output folder: anchors for ``kde``/``bootstrap`` and the checkpoints of
             ``checkpoint_average``/``checkpoint_plus_noise``.
         store: folder store the generated models are published into (default: ``<out>/store``).
-        noise_scale: latent noise (KDE bandwidth) relative to the latent std.
+        noise_scale: latent noise (KDE bandwidth) relative to the latent std; None: each sampler's default.
         match_sampler: the GeoSANE start that plain ``prompt_plus_noise``/``checkpoint_plus_noise`` are matched to.
         band_method: stem adaptation of every ImageNet-derived start (prompt, teacher, GeoSANE).
         tokenizer_mode: "full" or "geosane".
@@ -346,8 +346,8 @@ class GeoSANESpec:
     revision: str | None = None
     collection: str | None = None
     store: str | None = None
-    noise_scale: float = 0.1
-    match_sampler: str = "prompt-noise"
+    noise_scale: float | None = None
+    match_sampler: str = DEFAULT_SAMPLER
     band_method: str = "wavelength"
     tokenizer_mode: str = "full"
     max_anchors: int = 8
@@ -383,7 +383,7 @@ class GeoSANESpec:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ExperimentConfigError(f"expected an integer >= 1 for {where}.{key}, got {value!r}")
-        if not isinstance(self.noise_scale, (int, float)) or self.noise_scale < 0:
+        if self.noise_scale is not None and (not isinstance(self.noise_scale, (int, float)) or self.noise_scale < 0):
             raise ExperimentConfigError(f"expected {where}.noise_scale >= 0, got {self.noise_scale!r}")
 
     def to_dict(self) -> dict[str, Any]:
