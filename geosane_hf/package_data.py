@@ -6,7 +6,7 @@ relative to the source tree.
 
 Example:
     >>> sorted(training_configs())
-    ['base-v1', 'small-demo', 'tiny-test']
+    ['base-v1', 'small-demo', 'tiny-test', 'zoo-experiment']
     >>> training_config_path("tiny-test").name
     'tiny-test.yaml'
     >>> card_template("generated_model_card").startswith("---")
@@ -62,7 +62,7 @@ def bundled_manifests() -> dict[str, Path]:
 
 
 def training_configs() -> dict[str, Path]:
-    """``{name: path}`` of the packaged training configs (``tiny-test``, ``small-demo``, ``base-v1``)."""
+    """``{name: path}`` of the packaged training configs (``tiny-test``, ``small-demo``, ``base-v1``, ``zoo-experiment``)."""
     folder = resource("training")
     return {
         entry.name.removesuffix(".yaml"): Path(str(entry))

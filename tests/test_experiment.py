@@ -45,7 +45,7 @@ def _config(model_dir, starts, seeds=(0,), **extra):
         "starts": list(starts),
         "seeds": list(seeds),
         "finetune": {"epochs": 1},
-        "geosane": {"model": str(model_dir)},
+        "geosane": {"model": str(model_dir), "match_sampler": "prompt-noise"},
         **extra,
     }
     return ExperimentConfig.from_dict(data)
@@ -55,7 +55,8 @@ def _config(model_dir, starts, seeds=(0,), **extra):
 
 
 def test_geosane_start_publishes_a_loadable_repo_and_records_its_distance(model_dir, tmp_path):
-    start = geosane_start(model_dir, TARGET, seed=0, store=tmp_path, group="task", img_size=32)
+    noise = {"sampler": "prompt-noise", "noise_scale": 0.1}  # a start that moves away from the prompt
+    start = geosane_start(model_dir, TARGET, seed=0, store=tmp_path, group="task", img_size=32, **noise)
     folder = tmp_path / "task" / "test_resnet-prompt-noise-seed0"
     assert start.name == "geosane:prompt-noise" and start.provenance["published"] == str(folder)
     assert {p.name for p in folder.iterdir()} >= {"model.safetensors", "config.json", "README.md"}
@@ -72,15 +73,15 @@ def test_geosane_start_publishes_a_loadable_repo_and_records_its_distance(model_
     importlib.import_module(
         "geosane_hf.evaluation.geosane_start"
     )._GENERATED.clear()  # a new process: the published folder is reused, not regenerated
-    again = geosane_start(model_dir, TARGET, seed=0, store=tmp_path, group="task", img_size=32)
+    again = geosane_start(model_dir, TARGET, seed=0, store=tmp_path, group="task", img_size=32, **noise)
     assert again.provenance["reused_published"] and not start.provenance["reused_published"]
     assert all(torch.equal(again.state_dict[k], v) for k, v in start.state_dict.items())
-    other = geosane_start(model_dir, TARGET, seed=1, store=tmp_path, group="task", img_size=32)
+    other = geosane_start(model_dir, TARGET, seed=1, store=tmp_path, group="task", img_size=32, **noise)
     assert not torch.equal(other.state_dict["conv1.0.weight"], start.state_dict["conv1.0.weight"])
 
 
 def test_matched_prompt_noise_has_exactly_the_geosane_distance(model_dir, tmp_path):
-    generated = geosane_start(model_dir, TARGET, seed=2, store=tmp_path, img_size=32)
+    generated = geosane_start(model_dir, TARGET, seed=2, store=tmp_path, img_size=32, sampler="prompt-noise")
     prompt = fitted_prompt(TARGET, 2)
     noise = matched_prompt_noise(prompt, generated, seed=2)
     keys = distance_keys(TARGET, prompt.state_dict)
@@ -191,13 +192,14 @@ def test_packaged_configs_load_and_plan():
         "tf_efficientnet_lite2",
         "tf_efficientnet_lite2",
     )
-    assert {"geosane:prompt-noise", "geosane:kde", "geosane:bootstrap", "distillation"} <= set(demo.all_starts())
+    starts = {"geosane:interpolate", "geosane:prompt-noise", "geosane:kde", "geosane:bootstrap", "distillation"}
+    assert starts <= set(demo.all_starts())
     quick = load_experiment_config("quick")
     assert len(quick.tasks) == 1 and quick.finetune.epochs == 1 and len(quick.seeds) == 2
     subset = demo.select(tasks=["statlog-classification"], starts=["scratch", "geosane"], seeds=[0])
     assert {(k.task, k.start) for k in plan_runs(subset)} == {
         ("statlog-classification", "scratch"),
-        ("statlog-classification", "geosane:prompt-noise"),
+        ("statlog-classification", "geosane:interpolate"),  # "geosane" alone: the default sampler
     }
     with pytest.raises(ExperimentConfigError, match="Did you mean landsat8-cloud-segmentation"):
         demo.select(tasks=["landsat8-cloud-segmentaton"])

@@ -32,7 +32,9 @@ def geosane():
 
 
 def _gen(model, **kwargs):
-    defaults = {"in_chans": 4, "num_classes": 6, "img_size": 32, "calibration_count": 8}
+    # prompt-noise: the mechanics checked here (seeds, per-sample noise, calibration) need samples that differ; the
+    # default sampler (interpolate) returns the prompt itself without a collection (tests/test_pipeline.py)
+    defaults = {"in_chans": 4, "num_classes": 6, "img_size": 32, "calibration_count": 8, "sampler": "prompt-noise"}
     return generate_weights(model, ARCH, **{**defaults, **kwargs})
 
 
@@ -269,7 +271,8 @@ def test_per_layer_model_gives_back_the_prompt_moments_per_layer(monkeypatch):
     model = GeoSANEModel(GeoSANEConfig.from_preset("tiny", token_normalization="per-layer")).eval()
     # A decoder that outputs standardised zeros: every generated layer must equal its prompt layer's mean.
     monkeypatch.setattr(model, "decode_long", lambda latents, positions, *a, **k: torch.zeros(len(positions), 230))
-    out = generate_weights(model, "test_resnet", in_chans=3, num_classes=4, seed=0, calibrate=False)
+    plain = {"sampler": "prompt-noise", "noise_scale": 0.0}  # plain decoding (the default decodes residually)
+    out = generate_weights(model, "test_resnet", in_chans=3, num_classes=4, seed=0, calibrate=False, **plain)
     fitted, _ = load_prompt("test_resnet", in_chans=3, num_classes=4, seed=0)
     generated = out.state_dicts[0]
     for key in ("conv1.0.weight", "conv1.3.weight", "bn1.running_var"):  # tensors without an appended bias

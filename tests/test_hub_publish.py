@@ -60,7 +60,7 @@ def test_generated_model_publishes_and_loads_with_timm_hf_hub(geosane, tmp_path,
     assert {"model.safetensors", "config.json", "README.md", PROVENANCE_FILENAME} <= files
     assert not any(f.endswith((".bin", ".pt", ".pth", ".pkl")) for f in files)
     card = Path(hf_hub_download(repo_id, "README.md")).read_text()
-    assert "library_name: timm" in card and "geosane-test/tiny" in card and "prompt-noise" in card
+    assert "library_name: timm" in card and "geosane-test/tiny" in card and "interpolate" in card
     assert "hf-hub:" + repo_id in card
     card_data = HfApi().model_info(repo_id).card_data
     assert card_data["base_model"] == "geosane-test/tiny" and card_data["license"] == "other"

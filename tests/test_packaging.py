@@ -137,14 +137,16 @@ def test_wheel_installs_into_a_fresh_venv_and_generates_with_a_full_card(tmp_pat
         "print(sorted(p.training_configs()), all(p.card_template(n) for n in p.CARD_TEMPLATES))"
     )
     out = _run([python, "-c", code], cwd=work, env=env).stdout
-    assert out.strip() == "['base-v1', 'small-demo', 'tiny-test'] True", out
+    assert out.strip() == "['base-v1', 'small-demo', 'tiny-test', 'zoo-experiment'] True", out
 
 
 def test_training_configs_are_package_data_found_by_name_or_old_path():
     from geosane_hf.package_data import training_config_path, training_configs
 
     packaged = training_configs()
-    assert set(packaged) == {"tiny-test", "small-demo", "base-v1"} and all(p.is_file() for p in packaged.values())
+    assert set(packaged) == {"tiny-test", "small-demo", "base-v1", "zoo-experiment"} and all(
+        p.is_file() for p in packaged.values()
+    )
     assert training_config_path("small-demo") == packaged["small-demo"]
     assert training_config_path("training/configs/small-demo.yaml") == packaged["small-demo"]  # docs and resumed demos
     with pytest.raises(FileNotFoundError, match="did you mean small-demo"):

@@ -157,7 +157,7 @@ def test_output_saves_and_loads_a_timm_repo(geosane, tmp_path):
     net = timm.create_model(f"local-dir:{path}", pretrained=True)
     assert _same(net.state_dict(), out.state_dicts[0])
     record = json.loads((path / "geosane_generation.json").read_text())
-    assert record["sampler"] == "prompt-noise" and record["sample"]["index"] == 0
+    assert record["sampler"] == "interpolate" and record["sample"]["index"] == 0  # the default sampler
 
 
 def test_one_sampler_registry_serves_cli_space_and_experiments():

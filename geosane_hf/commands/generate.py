@@ -95,12 +95,9 @@ def run(args: argparse.Namespace) -> int:
     from geosane_hf.hub import publish_folder
 
     sampler_class = get_sampler_class(args.sampler)
-    options = {
-        "noise_scale": args.noise_scale,
-        "candidates": args.candidates,
-        "keep": args.keep,
-        "rounds": args.rounds,
-    }
+    options = {"candidates": args.candidates, "keep": args.keep, "rounds": args.rounds}
+    if args.noise_scale is not None:  # else the sampler's own default
+        options["noise_scale"] = args.noise_scale
     pipe = GeoSANEPipeline.from_pretrained(
         args.model,
         sampler_class.from_config(options),
