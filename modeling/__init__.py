@@ -1,8 +1,10 @@
 """GeoSANE configuration and modeling files (self-contained: torch + transformers only).
 
-Installed, this folder is importable as ``geosane_hf.modeling``; the two files are also uploaded to the Hub as
-remote code: ``save_pretrained`` copies them next to the weights and writes ``auto_map``, so
-``AutoModel.from_pretrained(path, trust_remote_code=True)`` works without this package.
+Installed, this folder is importable as ``geosane_hf.modeling``; its files (``configuration_geosane.py``,
+``modeling_geosane.py`` and the siblings it imports relatively, ``modeling_geosane_layers.py`` and
+``modeling_geosane_long.py``) are also uploaded to the Hub as remote code: ``save_pretrained`` copies them next to
+the weights and writes ``auto_map``, so ``AutoModel.from_pretrained(path, trust_remote_code=True)`` works without
+this package.
 
 Example:
 

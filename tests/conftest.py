@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-# Never talk to the real Hub from tests; tests that need a Hub start a local server (see hub_server.py).
+# Never talk to the real Hub from tests; tests that need a Hub start a local server (see tests/hub_server/).
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 

@@ -105,7 +105,7 @@ def test_publish_stage_also_pushes_to_the_hub_when_asked(tmp_path, hub_env):
     """`geosane demo --push-to-hub org/name`: the cache copy plus one upload to HF_ENDPOINT (the test Hub server)."""
     from huggingface_hub import HfApi
 
-    from geosane_hf.experiments.demo import _publish
+    from geosane_hf.experiments.demo.stages import _publish
     from geosane_hf.modeling import GeoSANEConfig, GeoSANEModel
 
     torch.manual_seed(0)

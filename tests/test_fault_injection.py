@@ -28,9 +28,9 @@ from fault_helpers import (
 from safetensors.torch import load_file
 
 from geosane_hf.atomic_io import OutputBusyError, exclusive_lock
-from geosane_hf.collection import dataset as dataset_module
 from geosane_hf.collection.collector import collect
 from geosane_hf.collection.dataset import build_dataset
+from geosane_hf.collection.dataset import shards as shards_module
 from geosane_hf.collection.manifest import CollectionManifest
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.timeout(300)]
@@ -174,8 +174,9 @@ def test_a_diverging_run_stops_before_saving_non_finite_weights(tiny, tmp_path):
 KILL_DURING_BUILD = textwrap.dedent(f"""
     import sys
     from geosane_hf.collection import dataset
+    from geosane_hf.collection.dataset import shards
 
-    write, writes = dataset._Shard.write, []
+    write, writes = shards._Shard.write, []
 
     def stopping_write(self, table):
         write(self, table)
@@ -184,7 +185,7 @@ KILL_DURING_BUILD = textwrap.dedent(f"""
             print("{MARKER}", flush=True)
             sys.stdin.read()
 
-    dataset._Shard.write = stopping_write
+    shards._Shard.write = stopping_write
     dataset.build_dataset(sys.argv[1], sys.argv[2], dataset.DatasetBuildConfig(chunk_tokens=16), progress=False)
 """)
 
@@ -216,7 +217,7 @@ def test_a_full_disk_during_a_build_keeps_the_old_dataset(tiny, tmp_path, monkey
     build_dataset(collection, out, SMALL_BUILD, progress=False)
     before = snapshot(out)
     if fault == "enospc-on-write":
-        write, writes = dataset_module._Shard.write, []
+        write, writes = shards_module._Shard.write, []
 
         def full(self, table):
             writes.append(1)
@@ -224,7 +225,7 @@ def test_a_full_disk_during_a_build_keeps_the_old_dataset(tiny, tmp_path, monkey
                 raise OSError(errno.ENOSPC, "No space left on device")
             write(self, table)
 
-        monkeypatch.setattr(dataset_module._Shard, "write", full)
+        monkeypatch.setattr(shards_module._Shard, "write", full)
         expected = "No space left"
     else:  # pyarrow's close() does not always raise after a failed write: the file ends up short
         close = pq.ParquetWriter.close

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -178,26 +179,20 @@ data = torch.load(inputs, weights_only=True)
 with torch.no_grad():
     latents = model.encode(data["tokens"], data["positions"], data["mask"])
     out = model(data["tokens"], data["positions"], data["mask"], tokens_2=data["tokens"].flip(0))
-torch.save({"latents": latents, "reconstruction": out.reconstruction, "loss": out.loss}, output)
+    latents_long = model.encode_long(data["tokens"][0], data["positions"][0], data["mask"][0], window_size=4, halo_size=1)
+torch.save({"latents": latents, "reconstruction": out.reconstruction, "loss": out.loss, "latents_long": latents_long}, output)
 print(type(model).__module__)
 """
 
 
-def test_remote_code_load_in_a_clean_process(tmp_path):
-    model = tiny_model()
-    tokens, positions, mask = make_batch()
-    with torch.no_grad():
-        latents = model.encode(tokens, positions, mask)
-        expected = model(tokens, positions, mask, tokens_2=tokens.flip(0))
-    folder = tmp_path / "saved"
-    model.save_pretrained(folder)
-    torch.save({"tokens": tokens, "positions": positions, "mask": mask}, tmp_path / "inputs.pt")
+def _load_remote_in_a_clean_process(folder, inputs, tmp_path) -> dict[str, torch.Tensor]:
+    """Runs REMOTE_SCRIPT on a saved folder: a fresh ``python -I`` without the package, offline; its outputs."""
     script = tmp_path / "load_remote.py"
     script.write_text(textwrap.dedent(REMOTE_SCRIPT))
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTHON", "HF_", "TRANSFORMERS"))}
     env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1")
     result = subprocess.run(
-        [sys.executable, "-I", str(script), str(folder), str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
+        [sys.executable, "-I", str(script), str(folder), str(inputs), str(tmp_path / "out.pt")],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -206,10 +201,80 @@ def test_remote_code_load_in_a_clean_process(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "transformers_modules" in result.stdout
-    got = torch.load(tmp_path / "out.pt", weights_only=True)
+    return torch.load(tmp_path / "out.pt", weights_only=True)
+
+
+def test_remote_code_load_in_a_clean_process(tmp_path):
+    model = tiny_model()
+    tokens, positions, mask = make_batch()
+    with torch.no_grad():
+        latents = model.encode(tokens, positions, mask)
+        expected = model(tokens, positions, mask, tokens_2=tokens.flip(0))
+        latents_long = model.encode_long(tokens[0], positions[0], mask[0], window_size=4, halo_size=1)
+    folder = tmp_path / "saved"
+    model.save_pretrained(folder)
+    torch.save({"tokens": tokens, "positions": positions, "mask": mask}, tmp_path / "inputs.pt")
+    got = _load_remote_in_a_clean_process(folder, tmp_path / "inputs.pt", tmp_path)
     torch.testing.assert_close(got["latents"], latents, rtol=0, atol=0)
     torch.testing.assert_close(got["reconstruction"], expected.reconstruction, rtol=0, atol=0)
     torch.testing.assert_close(got["loss"], expected.loss, rtol=0, atol=0)
+    torch.testing.assert_close(got["latents_long"], latents_long, rtol=0, atol=0)
+
+
+SAVE_SCRIPT = """
+import sys
+root, folder, inputs = sys.argv[1:4]
+sys.path.insert(0, root)
+import torch
+import modeling  # this repository's files, whichever copy `geosane_hf.modeling` is installed from
+assert modeling.__file__.startswith(root), modeling.__file__
+torch.manual_seed(0)
+model = modeling.GeoSANEModel(modeling.GeoSANEConfig.from_preset("tiny")).eval()
+model.save_pretrained(folder)
+data = torch.load(inputs, weights_only=True)
+with torch.no_grad():
+    out = model(data["tokens"], data["positions"], data["mask"], tokens_2=data["tokens"].flip(0))
+    expected = {
+        "latents": model.encode(data["tokens"], data["positions"], data["mask"]),
+        "reconstruction": out.reconstruction,
+        "loss": out.loss,
+        "latents_long": model.encode_long(
+            data["tokens"][0], data["positions"][0], data["mask"][0], window_size=4, halo_size=1
+        ),
+    }
+torch.save(expected, inputs.replace("inputs", "expected"))
+"""
+
+
+def test_the_split_remote_code_is_saved_whole_and_loads_without_the_package(tmp_path):
+    """modeling_geosane.py imports its siblings (layers, long inputs) relatively: save_pretrained must copy every one
+    (transformers' custom_object_save follows relative imports), byte for byte, and a fresh process without the
+    package must load the folder with trust_remote_code and compute the same outputs."""
+    root = Path(__file__).resolve().parents[1]
+    folder = tmp_path / "saved"
+    tokens, positions, mask = make_batch()
+    torch.save({"tokens": tokens, "positions": positions, "mask": mask}, tmp_path / "inputs.pt")
+    (tmp_path / "save.py").write_text(textwrap.dedent(SAVE_SCRIPT))
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTHON", "HF_", "TRANSFORMERS"))}
+    saved = subprocess.run(
+        [sys.executable, "-I", str(tmp_path / "save.py"), str(root), str(folder), str(tmp_path / "inputs.pt")],
+        cwd=tmp_path,
+        env={**env, "HF_HOME": str(tmp_path / "hf_save"), "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert saved.returncode == 0, saved.stderr[-3000:]
+    sources = {p.name: p for p in (root / "modeling").glob("*.py") if p.name != "__init__.py"}
+    assert {"modeling_geosane_layers.py", "modeling_geosane_long.py"} <= set(sources)  # the split this guards
+    assert {p.name for p in folder.glob("*.py")} == set(sources)
+    for name, source in sources.items():
+        assert (folder / name).read_bytes() == source.read_bytes(), name
+    got = _load_remote_in_a_clean_process(folder, tmp_path / "inputs.pt", tmp_path)
+    expected = torch.load(tmp_path / "expected.pt", weights_only=True)
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value, rtol=0, atol=0, msg=key)
 
 
 def test_import_registers_auto_classes():

@@ -26,7 +26,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,37 +38,63 @@ import torch
 
 from geosane_hf.atomic_io import exclusive_lock, write_json
 from geosane_hf.errors import GeoSANEError
+from training.checkpointing import (
+    _STAGE_SUFFIX,
+    CHECKPOINTS_DIR,
+    RANK_STATE_FILE,
+    STATE_FILE,
+    TrainingDivergedError,
+    TrainingSetupError,
+    _checkpoint_index,
+    _last_good,
+    _prune_checkpoints,
+    check_finite_weights,
+    check_output_dir,
+    check_resume_compatible,
+    complete_checkpoints,
+    find_resume_dir,
+    incomplete_checkpoints,
+)
 from training.config import TrainingConfig, TrainingConfigError, load_config
+from training.evaluation import EvalResult, evaluate
+from training.model_setup import (
+    build_model_config,
+    build_optimizer,
+    lr_lambda,
+    native_bf16,
+    parameter_groups,
+    window_size_for,
+)
+
+__all__ = [
+    "CHECKPOINTS_DIR",
+    "RANK_STATE_FILE",
+    "STATE_FILE",
+    "EvalResult",
+    "TrainingConfigError",
+    "TrainingDivergedError",
+    "TrainingResult",
+    "TrainingSetupError",
+    "build_model_config",
+    "build_optimizer",
+    "build_parser",
+    "check_finite_weights",
+    "check_output_dir",
+    "check_resume_compatible",
+    "complete_checkpoints",
+    "evaluate",
+    "find_resume_dir",
+    "incomplete_checkpoints",
+    "lr_lambda",
+    "main",
+    "native_bf16",
+    "parameter_groups",
+    "parse_args",
+    "training_function",
+    "window_size_for",
+]
 
 logger = logging.getLogger("geosane.train")
-
-STATE_FILE = "trainer_state.json"  # step, sampler and scheduler state, config (main process)
-RANK_STATE_FILE = "augment_rng_rank{rank}.json"  # each rank's augmentation generator
-
-
-class TrainingSetupError(GeoSANEError, ValueError):
-    """Bad input found before training starts (the message says what was expected and what to do)."""
-
-
-class TrainingDivergedError(GeoSANEError, RuntimeError):
-    """The loss or the weights became NaN/Inf: the run stops before it saves them (earlier checkpoints stay)."""
-
-
-@dataclass
-class EvalResult:
-    """Held-out reconstruction quality.
-
-    Attributes:
-        r2_tokens: mean over held-out models of the token-space R^2 (real values only).
-        r2_tokens_pooled: R^2 over all held-out values together.
-        r2_weights_by_type: R^2 of the detokenized weights per LayerType name (pooled over models).
-        num_models: held-out models evaluated.
-    """
-
-    r2_tokens: float
-    r2_tokens_pooled: float
-    r2_weights_by_type: dict[str, float]
-    num_models: int
 
 
 @dataclass
@@ -91,260 +116,6 @@ class TrainingResult:
     model_dir: str | None = None
     tokens_per_second: float = 0.0
     model: torch.nn.Module | None = None
-
-
-# --------------------------------------------------------------------------------------------------- helpers
-
-
-def native_bf16(device: torch.device) -> bool:
-    """True when ``device`` has native, fast bf16 matmuls: CUDA devices that report bf16 support.
-
-    CPUs always return False, even with AVX512-BF16 flags: on this machine class bf16 matmuls measured ~1 GFLOP/s
-    against 125-156 GFLOP/s fp32 (RESOURCES.md), and a timing probe is unreliable on a shared, loaded CPU. Ask for
-    ``mixed_precision: bf16`` explicitly on a CPU with AMX if you have measured that it helps.
-
-    Example:
-        >>> native_bf16(torch.device("cpu"))
-        False
-    """
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return False
-
-
-def build_model_config(config: TrainingConfig):
-    """The GeoSANEConfig of a training config (preset + overrides + layer types)."""
-    from geosane_hf.layer_types import LayerType
-    from geosane_hf.modeling import GeoSANEConfig
-
-    overrides = dict(config.model_overrides)
-    if config.use_layer_types:
-        overrides.setdefault("num_layer_types", len(LayerType))
-    try:
-        return GeoSANEConfig.from_preset(config.model_preset, **overrides)
-    except (ValueError, TypeError) as error:
-        raise TrainingConfigError(f"model_preset/model_overrides: {error}") from error
-
-
-def window_size_for(config: TrainingConfig, model_config) -> int:
-    """The training window, checked against the model's limit (its projection head is sized for it)."""
-    window = config.window_size or model_config.window_size
-    if window > model_config.window_size:
-        raise TrainingConfigError(
-            f"window_size: expected at most the model's window_size {model_config.window_size} (the contrastive "
-            f"projection head is sized for it), got {window}; lower window_size or raise "
-            "model_overrides.window_size."
-        )
-    return window
-
-
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: weights with ``dim >= 2`` decay, biases, norms and 1-D tables do not (nanoGPT)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-
-
-def build_optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.optim.AdamW:
-    """AdamW over :func:`parameter_groups`; ``fused_optimizer`` picks torch's fused kernel (CPU, CUDA, XPU, MPS)."""
-    return torch.optim.AdamW(
-        parameter_groups(model, config.weight_decay),
-        lr=config.learning_rate,
-        betas=tuple(config.adam_betas),
-        fused=config.fused_optimizer or None,  # None: torch's default per-parameter loop
-    )
-
-
-def lr_lambda(schedule: str, num_steps: int, warmup_fraction: float):
-    """Multiplier of the peak learning rate at a step (OneCycle = linear warm-up then cosine to ~0)."""
-    warmup = round(warmup_fraction * num_steps) if schedule == "onecycle" else 0
-
-    def factor(step: int) -> float:
-        if schedule == "constant":
-            return 1.0
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, num_steps - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress)) * (1 - 1e-3) + 1e-3
-
-    return factor
-
-
-CHECKPOINTS_DIR = "checkpoints"
-_STAGE_SUFFIX = ".partial"  # `.checkpoint_<n>.partial`: a save in progress, renamed to checkpoint_<n> when complete
-_DELETE_SUFFIX = ".deleting"  # `.checkpoint_<n>.deleting`: an old checkpoint being removed (checkpoints_total_limit)
-
-
-def _checkpoint_index(path: Path) -> int:
-    name = path.name
-    if not name.startswith("checkpoint_") or not name[len("checkpoint_") :].isdigit():
-        raise TrainingSetupError(f"expected a checkpoint folder named checkpoint_<n> (save_state), got {str(path)!r}.")
-    return int(name[len("checkpoint_") :])
-
-
-def find_resume_dir(resume: str, output_dir: Path) -> Path | None:
-    """The checkpoint to resume from: ``"latest"`` -> newest ``output_dir/checkpoints/checkpoint_<n>`` with a
-    complete state (None when there is none), else the given folder (which must exist)."""
-    if resume != "latest":
-        path = Path(resume)
-        if not (path / STATE_FILE).is_file():
-            raise TrainingSetupError(
-                f"--resume: expected a checkpoint folder with {STATE_FILE} (written by this script), got {resume!r}."
-            )
-        _checkpoint_index(path)
-        return path
-    candidates = complete_checkpoints(output_dir)
-    return candidates[-1] if candidates else None
-
-
-def complete_checkpoints(output_dir: Path) -> list[Path]:
-    """The ``checkpoints/checkpoint_<n>`` folders whose trainer state was written (the last file of a save), by n."""
-    folder = output_dir / CHECKPOINTS_DIR
-    if not folder.is_dir():
-        return []
-    found = [p for p in folder.glob("checkpoint_*") if p.name[len("checkpoint_") :].isdigit()]
-    return sorted((p for p in found if (p / STATE_FILE).is_file()), key=_checkpoint_index)
-
-
-def incomplete_checkpoints(output_dir: Path) -> list[Path]:
-    """What interrupted saves and deletions left in ``checkpoints/``: staged folders and states without
-    ``trainer_state.json`` (written by versions that saved in place)."""
-    folder = output_dir / CHECKPOINTS_DIR
-    if not folder.is_dir():
-        return []
-    staged = [p for p in folder.iterdir() if p.name.endswith((_STAGE_SUFFIX, _DELETE_SUFFIX))]
-    unfinished = [p for p in folder.glob("checkpoint_*") if p.is_dir() and not (p / STATE_FILE).is_file()]
-    return sorted(staged + unfinished)
-
-
-def check_output_dir(output_dir: Path, resume: str | None, push_to_hub: str | None) -> None:
-    """Refuses, before any compute, what would fail or mix runs later: an earlier run's folder without --resume, a
-    folder that cannot be written, a Hub repo id that the Hub would reject after all the training steps."""
-    if push_to_hub is not None:
-        from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-        try:
-            validate_repo_id(push_to_hub)
-        except HFValidationError as error:
-            raise TrainingSetupError(
-                f"--push_to_hub: expected a Hub repo id like 'org/name', got {push_to_hub!r}: {error}"
-            ) from error
-    if output_dir.exists() and not output_dir.is_dir():
-        raise TrainingSetupError(f"--output_dir: expected a folder, got the file {str(output_dir)!r}.")
-    if resume is None and output_dir.is_dir():
-        earlier = sorted(p.name for p in output_dir.iterdir() if not p.name.startswith("."))
-        if earlier:
-            raise TrainingSetupError(
-                f"--output_dir {str(output_dir)!r} holds an earlier run ({earlier[:6]}); pass --resume to continue "
-                "it, or choose a new (or empty) --output_dir: a second run there would mix checkpoints, logs and "
-                "models."
-            )
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=output_dir):
-            pass
-    except OSError as error:
-        raise TrainingSetupError(
-            f"--output_dir: expected a folder this process can write, got {str(output_dir)!r} ({error}); choose "
-            "another folder or fix its permissions."
-        ) from error
-
-
-def check_resume_compatible(resume_dir: Path, config: TrainingConfig, dataset: str) -> dict[str, Any]:
-    """Reads a checkpoint's trainer state and refuses one written with another config (before any compute)."""
-    state = json.loads((resume_dir / STATE_FILE).read_text())
-    saved = state.get("config", {})
-    from training.config import RESUME_KEYS
-
-    differing = sorted(key for key in RESUME_KEYS if saved.get(key) != config.to_dict().get(key))
-    if differing:
-        detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {config.to_dict().get(k)!r}" for k in differing)
-        raise TrainingSetupError(
-            f"--resume: the checkpoint {str(resume_dir)!r} was written with another config ({detail}); resume with "
-            "the same config or start a new --output_dir."
-        )
-    if state.get("dataset") not in (None, dataset):
-        raise TrainingSetupError(
-            f"--resume: the checkpoint was trained on dataset {state.get('dataset')!r}, got --dataset {dataset!r}."
-        )
-    return state
-
-
-# ------------------------------------------------------------------------------------------------- evaluation
-
-
-@torch.no_grad()
-def evaluate(model, models, accelerator, batch_size: int) -> EvalResult | None:
-    """Reconstruction R^2 on held-out models: in token space and of the detokenized weights per layer type.
-
-    Held-out models are split across processes; the sums are reduced, so every process gets the same result.
-    """
-    from geosane_hf.layer_types import LayerType
-    from geosane_hf.token_norm import destandardize
-    from geosane_hf.tokenizer import WeightTokenizer
-
-    if not models:
-        return None
-    num_types = len(LayerType)
-    # per type t: [sse, sum_x, sum_x2, n]; then [r2 sum over models, model count, pooled sse, sum_x, sum_x2, n]
-    sums = torch.zeros(num_types * 4 + 6, dtype=torch.float64, device=accelerator.device)
-    was_training = model.training
-    model.eval()
-    use_types = model.config.num_layer_types > 0
-    for source in models[accelerator.process_index :: accelerator.num_processes]:
-        tok = source.tokenized
-        device = accelerator.device
-        tokens, mask = tok.tokens.to(device), tok.mask.to(device)  # [N, T]
-        positions = tok.positions.to(device)  # [N, 3]
-        layer_types = tok.layer_types.to(device) if use_types else None  # [N]
-        latents = model.encode_long(tokens, positions, mask, layer_types, batch_size=batch_size)  # [N, L]
-        recon = model.decode_long(latents, positions, layer_types, mask.any(-1), batch_size=batch_size)  # [N, T]
-        recon = torch.where(mask, recon.float(), 0.0)
-        x = tokens.double()[mask]
-        err = (recon.double()[mask] - x).pow(2).sum()
-        sst = (x - x.mean()).pow(2).sum()
-        sums[-6] += 1.0 - err / sst.clamp_min(1e-30)
-        sums[-5] += 1
-        sums[-4:] += torch.stack([err, x.sum(), x.pow(2).sum(), torch.tensor(float(x.numel()), device=device)])
-        # weights put back into the model, per layer type of the tokenized tensors (in weight units: standardised
-        # tokens are mapped back with the model's own per-layer statistics, as generation does with the prompt's)
-        tokenizer = WeightTokenizer(token_size=tok.tokens.shape[1], mode=tok.layout.mode)
-        original_tokens, rebuilt_tokens = tok.tokens, recon.cpu()
-        if source.stats is not None:
-            original_tokens = destandardize(original_tokens, tok.mask, source.stats)
-            rebuilt_tokens = destandardize(rebuilt_tokens, tok.mask, source.stats)
-        original = tokenizer.detokenize(original_tokens, tok.layout)
-        rebuilt = tokenizer.detokenize(rebuilt_tokens, tok.layout)
-        for entry in tok.layout.entries:
-            for key in (entry.key, entry.bias_key):
-                if key is None:
-                    continue
-                a, b = original[key].double().flatten(), rebuilt[key].double().flatten()
-                row = entry.layer_type * 4
-                stats = torch.stack([(b - a).pow(2).sum(), a.sum(), a.pow(2).sum(), torch.tensor(float(a.numel()))])
-                sums[row : row + 4] += stats.to(device)
-    sums = accelerator.reduce(sums, reduction="sum")
-    if was_training:
-        model.train()
-
-    def r2(sse, sx, sx2, n) -> float:
-        sst = sx2 - sx * sx / n
-        return float(1.0 - sse / sst) if n > 0 and sst > 0 else float("nan")
-
-    by_type = {}
-    for t in LayerType:
-        sse, sx, sx2, n = sums[t * 4 : t * 4 + 4].tolist()
-        if n > 0:
-            by_type[t.name] = r2(sse, sx, sx2, n)
-    r2_sum, count = sums[-6].item(), sums[-5].item()
-    return EvalResult(
-        r2_tokens=r2_sum / max(count, 1),
-        r2_tokens_pooled=r2(*sums[-4:].tolist()),
-        r2_weights_by_type=by_type,
-        num_models=int(count),
-    )
 
 
 # ------------------------------------------------------------------------------------------------- training
@@ -643,35 +414,6 @@ def _training_function(
     accelerator.end_training()
     rate = window_tokens / elapsed if elapsed > 0 else 0.0
     return TrainingResult(step, history, evaluations, str(model_dir), rate, unwrapped)
-
-
-def check_finite_weights(model: torch.nn.Module, step: int, checkpoints: list[Path]) -> None:
-    """Raises :class:`TrainingDivergedError` when a parameter holds NaN/Inf (called before every save)."""
-    for name, parameter in model.named_parameters():
-        if not bool(torch.isfinite(parameter).all()):
-            bad = int((~torch.isfinite(parameter)).sum())
-            raise TrainingDivergedError(
-                f"parameter {name!r} holds {bad} NaN/Inf values at step {step}; stopped without saving them. "
-                f"{_last_good(checkpoints)} Lower learning_rate (or raise warmup_fraction), keep max_grad_norm > 0, "
-                "and check the dataset."
-            )
-
-
-def _last_good(checkpoints: list[Path]) -> str:
-    if not checkpoints:
-        return "No checkpoint was saved before."
-    return f"The last checkpoint, {str(checkpoints[-1])!r}, is intact."
-
-
-def _prune_checkpoints(output_dir: Path, keep: int | None) -> None:
-    """Deletes the oldest complete checkpoints beyond ``keep`` (hidden by a rename first: a kill mid-delete never
-    leaves a half-deleted ``checkpoint_<n>`` that resuming would pick)."""
-    if keep is None:
-        return
-    for old in complete_checkpoints(output_dir)[:-keep]:
-        doomed = old.with_name(f".{old.name}{_DELETE_SUFFIX}")
-        os.rename(old, doomed)
-        shutil.rmtree(doomed)
 
 
 def _has_tensorboard() -> bool:
