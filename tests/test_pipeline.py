@@ -212,3 +212,27 @@ def test_interpolation_config_is_validated():
         InterpolationSampler(pairs="three")
     with pytest.raises(GenerationError, match="finite"):
         InterpolationSampler(interpolation_max=float("nan"))
+
+
+def test_interpolation_moves_towards_members_of_the_same_architecture_for_another_task(geosane, tmp_path):
+    """A member tuned for other bands and classes is a partner (same body); another architecture is not."""
+    from geosane_hf.checkpoints import save_safetensors
+    from geosane_hf.collection.collector import CollectedModel, write_index
+    from geosane_hf.generation import InterpolationSampler
+
+    (tmp_path / "models").mkdir()
+    members = {
+        "other-task": timm.create_model(ARCH, in_chans=1, num_classes=2),
+        "other-arch": timm.create_model("test_vit"),
+    }
+    records = []
+    for name, net in members.items():
+        save_safetensors(net.state_dict(), tmp_path / f"models/{name}.st")
+        records.append(CollectedModel(name, f"models/{name}.st", 0, "", "", 0, 0, 0, {}, "t", None, None, None, True))
+    write_index(tmp_path, records)
+    out = GeoSANEPipeline(geosane, InterpolationSampler(), collection=tmp_path)(
+        ARCH, calibrate=False, num_samples=4, seed=0, **TARGET
+    )
+    assert {record["anchor_ids"][1] for record in out.samples} == {"other-task"}
+    only_other = GeoSANEPipeline(geosane, InterpolationSampler(max_anchors=1), collection=tmp_path)
+    assert only_other(ARCH, calibrate=False, seed=0, **TARGET).samples[0]["anchor_ids"] == ["prompt", "other-task"]

@@ -39,7 +39,15 @@ from geosane_hf.layer_types import LayerType
 from geosane_hf.token_norm import LayerStats, destandardize, layer_stats, standardize
 from geosane_hf.tokenizer import TokenizedWeights, WeightLayout, WeightTokenizer
 
-__all__ = ["AnchorSet", "EncodedWeights", "LatentCodec", "align_index", "check_coverage", "load_anchors"]
+__all__ = [
+    "AnchorSet",
+    "EncodedWeights",
+    "LatentCodec",
+    "align_index",
+    "check_coverage",
+    "load_anchors",
+    "same_body",
+]
 
 
 @dataclass
@@ -55,6 +63,8 @@ class EncodedWeights:
         layer_types: ``[N]`` layer types on the model's device.
         tokens: Its raw tokenized weights, kept only when the sampler asks (``Sampler.keeps_tokens``).
         aligned: True when ``latents``/``stats`` were mapped from another layout onto the prompt's tokens.
+        same_body: True when that other layout is the prompt's architecture up to its stem and head (another task's
+            bands or classes, :func:`same_body`): its body tokens map one to one.
     """
 
     id: str
@@ -65,6 +75,7 @@ class EncodedWeights:
     layer_types: torch.Tensor
     tokens: TokenizedWeights | None = None
     aligned: bool = False
+    same_body: bool = False
 
 
 @dataclass
@@ -265,6 +276,28 @@ def check_coverage(
 # ------------------------------------------------------------------------------------------------------- anchors
 
 
+def same_body(source: WeightLayout, target: WeightLayout) -> bool:
+    """True when two layouts are one architecture up to the stem and the head (input bands, number of classes).
+
+    Same tokenized layers (keys) in the same order, and only the first and the last of them may differ in shape: a
+    population member fine-tuned for another task (other bands, other classes) of the prompt's architecture.
+
+    >>> import timm
+    >>> from geosane_hf.tokenizer import WeightTokenizer
+    >>> tok = WeightTokenizer(230, mode="full")
+    >>> a = tok.tokenize(timm.create_model("test_resnet", in_chans=4, num_classes=6).state_dict()).layout
+    >>> b = tok.tokenize(timm.create_model("test_resnet", in_chans=1, num_classes=2).state_dict()).layout
+    >>> c = tok.tokenize(timm.create_model("test_vit", num_classes=6).state_dict()).layout
+    >>> same_body(a, b), same_body(a, c)
+    (True, False)
+    """
+    if [e.key for e in source.entries] != [e.key for e in target.entries]:
+        return False
+    pairs = enumerate(zip(source.entries, target.entries, strict=True))
+    last = len(target.entries) - 1
+    return all(i in (0, last) for i, (s, t) in pairs if s.shape != t.shape)
+
+
 def align_index(source: WeightLayout, target: WeightLayout) -> torch.Tensor:
     """``[N_target]`` source token index for every target token (anchors of another architecture).
 
@@ -363,6 +396,7 @@ def load_anchors(
             if encoded.stats is not None:
                 encoded.stats = LayerStats(encoded.stats.mean[index], encoded.stats.std[index])
             encoded.aligned = True
+            encoded.same_body = same_body(tok.layout, prompt.layout)
         members.append(encoded)
     del toks
     latents = prompt.latents[None]  # [1, N, L]

@@ -411,7 +411,7 @@ class InterpolationConfig(SamplerConfig):
     decode: Literal["plain", "residual"] = "residual"  # residual: prompt weights + dec(z) - dec(z_prompt)
     max_anchors: int = 8  # collection anchors at most (the prompt is an anchor too)
     noise_scale: float = 0.0  # latent noise on top, relative to the per-dimension latent std
-    cross_architecture: bool = False  # pairs="prompt": also move towards anchors of other layouts (aligned tokens)
+    cross_architecture: bool = False  # pairs="prompt": also towards other architectures (tokens aligned by depth)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -458,9 +458,12 @@ class InterpolationSampler(Sampler):
         latents = ctx.anchors.latents  # [A, N, L]
         ids = ctx.anchors.ids
         count = len(ids)
-        # towards anchors of the prompt's own layout only, unless asked: other layouts' tokens are mapped by layer
-        # type and depth (align_index), an approximation that does not carry their function
-        partners = [i for i in range(1, count) if c.cross_architecture or not ctx.anchors.members[i].aligned]
+        # towards the prompt's own architecture only (other bands or classes allowed: same_body), unless asked: other
+        # architectures' tokens are mapped by layer type and depth (align_index), which does not carry their function
+        members = ctx.anchors.members
+        partners = [
+            i for i in range(1, count) if c.cross_architecture or not members[i].aligned or members[i].same_body
+        ]
         sigma = latent_scale(latents) if c.noise_scale else None  # [L]
         candidates = []
         for _ in range(ctx.num_samples):
