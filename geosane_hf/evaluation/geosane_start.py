@@ -48,14 +48,8 @@ import torch
 from torch import nn
 
 from geosane_hf.evaluation.models import TargetArch
-from geosane_hf.evaluation.starts import (
-    Start,
-    StartError,
-    _classifier_keys,
-    noise_keys,
-    prompt_plus_noise,
-    weight_distance,
-)
+from geosane_hf.evaluation.starts import Start, StartError, noise_keys, prompt_plus_noise, weight_distance
+from geosane_hf.evaluation.starts.base import _classifier_keys
 from geosane_hf.generation.registry import DEFAULT_SAMPLER
 
 __all__ = [
