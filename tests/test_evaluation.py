@@ -394,3 +394,31 @@ def test_statlog_capped_as_in_the_demo_covers_all_six_classes():
     data = load_task_data("statlog").slice(192, 300)
     assert data.train.labels.unique().tolist() == list(range(6))
     assert data.test.labels.unique().tolist() == list(range(6))
+
+
+@pytest.mark.parametrize(
+    ("name", "arch"),
+    [("statlog-classification", "test_resnet"), ("landsat8-cloud-segmentation", "test_resnet")],
+)
+def test_linear_probe_trains_only_the_head_then_every_weight(name, arch):
+    task = Task.from_name(name, max_train=16, max_test=8)
+    target = task.target_for(arch)
+    model = task.build_model(target, scratch(target, 0).state_dict)
+    head = set(task.head_parameter_names(model))
+    assert head and len(head) < len(dict(model.named_parameters()))
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    probe = finetune(model, task, FinetuneConfig(epochs=0, probe_epochs=2, batch_size=8, progress=False))
+    moved = {k for k, v in model.named_parameters() if not torch.equal(v, before[k])}
+    assert moved and moved <= head, sorted(moved - head)[:3]  # the backbone stayed frozen
+    assert all(p.requires_grad for p in model.parameters())  # unfrozen afterwards
+    assert [h.phase for h in probe.history] == ["probe", "probe"] and probe.final_metrics == probe.history[-1].metrics
+    both = finetune(model, task, FinetuneConfig(epochs=1, probe_epochs=1, batch_size=8, progress=False))
+    assert [(h.epoch, h.phase) for h in both.history] == [(1, "probe"), (2, "finetune")]
+    assert any(not torch.equal(v, before[k]) for k, v in model.named_parameters() if k not in head)
+
+
+def test_probe_settings_are_checked():
+    with pytest.raises(EvaluationError, match="probe_epochs >= 0"):
+        FinetuneConfig(probe_epochs=-1)
+    with pytest.raises(EvaluationError, match="probe_lr > 0"):
+        FinetuneConfig(probe_lr=0.0)

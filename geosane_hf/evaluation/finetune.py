@@ -8,7 +8,11 @@ Protocol (:class:`FinetuneConfig`, identical for every start of a comparison; ne
   cannot train on it), order and random flips (horizontal/vertical,
   applied to images, masks and boxes alike) drawn from a generator seeded with `seed`, so that every start sees the
   same batches in the same order;
-- the test metrics after every epoch (convergence curves) and the train loss averaged over each epoch.
+- the test metrics after every epoch (convergence curves) and the train loss averaged over each epoch;
+- optionally a linear-probe phase first (`probe_epochs` > 0, the few-label protocol practitioners use): only the task
+  head trains (the classifier, or the decoder / detection heads; the backbone frozen, its BatchNorm statistics still
+  tracking the task's images in train mode) at `probe_lr` with its own warm-up and cosine schedule, then every weight
+  for `epochs` as above. The probe's epochs come first in the history (``phase="probe"``).
 
 Budgets. The GeoSANE downstream recipe is AdamW lr 1e-5, no weight decay, batch 8, up to 50 epochs (big models on
 GPUs). On 2 CPU cores the demo uses small models for a few epochs; at that budget lr 1e-5 barely moves a randomly
@@ -53,11 +57,17 @@ class FinetuneConfig:
     distill_temperature: float = 4.0  # KD softmax temperature
     eval_every_epoch: bool = True  # test metrics after each epoch (else only after the last)
     progress: bool = True  # tqdm bars
+    probe_epochs: int = 0  # linear-probe epochs before fine-tuning (head only; 0: off)
+    probe_lr: float = 1e-2  # peak AdamW learning rate of the probe
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
             raise EvaluationError(
                 f"expected epochs >= 0, batch_size >= 1, lr > 0, got {self.epochs}, {self.batch_size}, {self.lr}"
+            )
+        if self.probe_epochs < 0 or self.probe_lr <= 0:
+            raise EvaluationError(
+                f"expected probe_epochs >= 0 and probe_lr > 0, got {self.probe_epochs} and {self.probe_lr}"
             )
         if not 0.0 <= self.distill_alpha <= 1.0 or self.distill_temperature <= 0:
             raise EvaluationError(
@@ -77,12 +87,13 @@ PAPER_RECIPE = FinetuneConfig(epochs=50, batch_size=8, lr=1e-5, weight_decay=0.0
 
 @dataclass
 class EpochRecord:
-    """One epoch: mean train loss, test metrics (empty when not evaluated), wall time."""
+    """One epoch: mean train loss, test metrics (empty when not evaluated), wall time, phase ("probe"/"finetune")."""
 
     epoch: int
     train_loss: float
     metrics: dict[str, Any]
     seconds: float
+    phase: str = "finetune"
 
 
 @dataclass
@@ -181,17 +192,20 @@ def finetune(
     _apply_masks(masks)
     initial = task.evaluate(model)
     n = len(task.data.train)
-    loop = LoopConfig(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        decay_matrices_only=True,
-        warmup_fraction=config.warmup_fraction,
-        schedule_skipped=True,
-        max_grad_norm=config.max_grad_norm,
-    )
-    total = max(1, math.ceil(n / config.batch_size) * config.epochs)
+
+    def loop(epochs: int, lr: float) -> LoopConfig:
+        return LoopConfig(
+            epochs=epochs,
+            batch_size=config.batch_size,
+            lr=lr,
+            weight_decay=config.weight_decay,
+            decay_matrices_only=True,
+            warmup_fraction=config.warmup_fraction,
+            schedule_skipped=True,
+            max_grad_norm=config.max_grad_norm,
+        )
+
+    total = max(1, math.ceil(n / config.batch_size) * (config.epochs + config.probe_epochs))
     generator = torch.Generator().manual_seed(config.seed)
     if teacher is not None:
         teacher.eval()
@@ -218,21 +232,54 @@ def finetune(
         bar.update(1)
         bar.set_postfix(epoch=epoch, loss=f"{loss:.3f}")
 
-    def on_epoch(epoch: int, losses: list[float]) -> None:
-        last = epoch == config.epochs
-        metrics = task.evaluate(model) if (config.eval_every_epoch or last) else {}
-        history.append(
-            EpochRecord(
-                epoch=epoch,
-                train_loss=float(sum(losses) / max(1, len(losses))),
-                metrics=metrics,
-                seconds=time.perf_counter() - epoch_start[0],
+    def on_epoch(phase: str, last_epoch: int) -> Any:
+        def record(epoch: int, losses: list[float]) -> None:
+            last = epoch == last_epoch and (phase == "finetune" or config.epochs == 0)
+            metrics = task.evaluate(model) if (config.eval_every_epoch or last) else {}
+            history.append(
+                EpochRecord(
+                    epoch=len(history) + 1,
+                    train_loss=float(sum(losses) / max(1, len(losses))),
+                    metrics=metrics,
+                    seconds=time.perf_counter() - epoch_start[0],
+                    phase=phase,
+                )
             )
-        )
-        epoch_start[0] = time.perf_counter()
+            epoch_start[0] = time.perf_counter()
 
+        return record
+
+    def after_step() -> None:
+        _apply_masks(masks)
+
+    if config.probe_epochs:
+        head = set(task.head_parameter_names(model))
+        frozen = [p for name, p in model.named_parameters() if name not in head and p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            train_epochs(
+                model,
+                n,
+                loop(config.probe_epochs, config.probe_lr),
+                generator,
+                step,
+                after_step=after_step,
+                on_epoch=on_epoch("probe", config.probe_epochs),
+                on_step=on_step,
+            )
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
     train_epochs(
-        model, n, loop, generator, step, after_step=lambda: _apply_masks(masks), on_epoch=on_epoch, on_step=on_step
+        model,
+        n,
+        loop(config.epochs, config.lr),
+        generator,
+        step,
+        after_step=after_step,
+        on_epoch=on_epoch("finetune", config.epochs),
+        on_step=on_step,
     )
     bar.close()
     final = history[-1].metrics if history else initial

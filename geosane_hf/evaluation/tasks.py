@@ -207,6 +207,31 @@ class Task:
         """Prefix of the start's tensors inside the task model ("" for classification)."""
         return {"classification": "", "segmentation": "encoder.", "detection": "backbone.encoder."}[self.kind]
 
+    def head_parameter_names(self, model: nn.Module) -> list[str]:
+        """Names of the task head's parameters in a task model: what a linear probe trains.
+
+        Classification: the classifier of the timm model (``get_classifier()``); segmentation and detection: every
+        parameter outside the backbone (the decoder, the FPN and detection heads).
+
+        >>> import timm
+        >>> task = Task.from_name("statlog-classification", max_train=8, max_test=8)
+        >>> task.head_parameter_names(timm.create_model("test_resnet", in_chans=4, num_classes=6))
+        ['fc.weight', 'fc.bias']
+        """
+        names = [name for name, _ in model.named_parameters()]
+        if self.kind != "classification":
+            return [name for name in names if not name.startswith(self.backbone_prefix)]
+        classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+        if not isinstance(classifier, nn.Module):
+            raise EvaluationError(
+                f"expected a timm classifier with get_classifier() for a linear probe, got {type(model).__name__}"
+            )
+        owned = {id(p) for p in classifier.parameters()}
+        head = [name for name, p in model.named_parameters() if id(p) in owned]
+        if not head:
+            raise EvaluationError(f"expected the classifier of {type(model).__name__} to have parameters, got none")
+        return head
+
     def target_for(self, architecture: str, library: str = "timm", **kwargs: Any) -> TargetArch:
         """The target architecture of this task: the data's bands and classes (the classifier's classes).
 

@@ -96,17 +96,25 @@ def prompt_plus_noise(
     return Start(name, start.target, out, provenance)
 
 
-def matched_noise(anchor: Start, generated: Start, seed: int = 0, name: str = "matched_noise") -> Start:
+def matched_noise(
+    anchor: Start, generated: Start, seed: int = 0, name: str = "matched_noise", *, per_tensor: bool = False
+) -> Start:
     """`anchor` + isotropic noise at exactly the L2 distance between `generated` and `anchor` (heads excluded).
 
     The opponent of generated weights that matters (Zeng et al., 2025): if noise of the same size around the prompt
-    (or the nearest training checkpoint) does as well, the generator has learned nothing beyond that anchor.
+    (or the nearest training checkpoint) does as well, the generator has learned nothing beyond that anchor. With
+    `per_tensor`, every tensor gets noise of exactly its own change's norm (the change's distribution over layers
+    matched too, not only its total).
 
     >>> from geosane_hf.evaluation.starts import scratch
     >>> t = TargetArch("test_resnet", 4, 6)
     >>> a, g = scratch(t, 0), scratch(t, 1)
     >>> m = matched_noise(a, g)
     >>> round(m.provenance["distance"], 4) == round(m.provenance["matched_to"]["distance"], 4)
+    True
+    >>> p = matched_noise(a, g, per_tensor=True)
+    >>> k = "conv1.0.weight"
+    >>> round((p.state_dict[k] - a.state_dict[k]).norm().item(), 4) == round((g.state_dict[k] - a.state_dict[k]).norm().item(), 4)
     True
     """
     if anchor.target is None:
@@ -119,9 +127,27 @@ def matched_noise(anchor: Start, generated: Start, seed: int = 0, name: str = "m
             f"expected the generated weights to have the anchor's tensors, got {len(missing)} missing {missing[:3]}"
         )
     distance = weight_distance(anchor.state_dict, generated.state_dict, keys)
-    out = prompt_plus_noise(anchor, distance=distance, seed=seed, exclude=exclude, name=name)
-    out.provenance["matched_to"] = {"start": generated.name, "distance": distance}
-    return out
+    if not per_tensor:
+        out = prompt_plus_noise(anchor, distance=distance, seed=seed, exclude=exclude, name=name)
+        out.provenance["matched_to"] = {"start": generated.name, "distance": distance}
+        return out
+    generator = torch.Generator().manual_seed(seed)
+    state = dict(anchor.state_dict)
+    for k in keys:
+        change = weight_distance(anchor.state_dict, generated.state_dict, [k])
+        noise = torch.randn(state[k].shape, generator=generator, dtype=torch.float64)
+        norm = float(noise.norm())
+        state[k] = (anchor.state_dict[k].double() + noise * (change / norm if norm > 0 else 0.0)).to(state[k].dtype)
+    provenance = {
+        "method": name,
+        "base": anchor.provenance,
+        "distance": weight_distance(anchor.state_dict, state, keys),
+        "per_tensor": True,
+        "noised_tensors": len(keys),
+        "seed": seed,
+        "matched_to": {"start": generated.name, "distance": distance},
+    }
+    return Start(name, anchor.target, state, provenance)
 
 
 def checkpoint_plus_noise(base: Start | Mapping[str, torch.Tensor], **kwargs: Any) -> Start:

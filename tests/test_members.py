@@ -1,0 +1,66 @@
+"""RS-tuned members (geosane_hf.experiments.members): tuning, safe caching, leave-one-source-out relatives."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from geosane_hf.evaluation import EvaluationError, Task
+from geosane_hf.experiments.members import (
+    MemberBudget,
+    image_hashes,
+    member_body,
+    relatives,
+    source_of,
+    tune_member,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
+
+ARCH = "tf_efficientnet_lite0"
+TINY = MemberBudget(max_train=8, epochs=1)
+
+
+@pytest.fixture(scope="module")
+def member(tmp_path_factory):
+    return tune_member(ARCH, "landsat8-cloud-segmentation", TINY, cache=tmp_path_factory.mktemp("members"))
+
+
+def test_a_member_is_the_tuned_backbone_cached_as_safetensors(member, tmp_path):
+    target = Task.from_name("landsat8-cloud-segmentation").target_for(ARCH)
+    own = target.create().state_dict()
+    assert "classifier.weight" not in member.state_dict and set(member.state_dict) < set(own)
+    assert member.source == "landsat8" and len(member.image_hashes) == 258 + 84
+    first = tune_member(ARCH, "landsat8-cloud-segmentation", TINY, cache=tmp_path)
+    files = sorted(p.suffix for p in tmp_path.iterdir())
+    assert files == [".json", ".safetensors"]
+    again = tune_member(ARCH, "landsat8-cloud-segmentation", TINY, cache=tmp_path)  # from the cache
+    assert all(torch.equal(first.state_dict[k], again.state_dict[k]) for k in first.state_dict)
+    assert again.record() == first.record()
+
+
+def test_relatives_leave_the_evaluated_source_out(member):
+    assert relatives([member], Task.from_name("landsat8-cloudy-classification", max_train=8)) == []
+    assert relatives([member], Task.from_name("statlog-classification", max_train=8)) == [member]
+    assert source_of("spacenet-building-detection") == source_of("spacenet-building-segmentation")
+
+
+def test_a_member_holding_the_evaluated_images_is_refused(member):
+    statlog = Task.from_name("statlog-classification")
+    leaked = dataclasses.replace(member, source="elsewhere", image_hashes=image_hashes(statlog)[:3])
+    with pytest.raises(EvaluationError, match="3 in common"):
+        relatives([leaked], Task.from_name("statlog-classification", max_train=8))
+
+
+def test_member_body_keeps_the_prompts_stem_and_head(member):
+    from geosane_hf.evaluation.geosane_start import fitted_prompt
+
+    target = Task.from_name("statlog-classification").target_for(ARCH)
+    prompt = fitted_prompt(target, 0).state_dict
+    body = member_body(member, prompt, target.create())
+    assert torch.equal(body["conv_stem.weight"], prompt["conv_stem.weight"])  # 4 MSS bands, the prompt's
+    assert torch.equal(body["classifier.weight"], prompt["classifier.weight"])
+    changed = [k for k in prompt if not torch.equal(body[k], prompt[k])]
+    assert changed and all(torch.equal(body[k], member.state_dict[k]) for k in changed)
