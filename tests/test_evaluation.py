@@ -422,3 +422,33 @@ def test_probe_settings_are_checked():
         FinetuneConfig(probe_epochs=-1)
     with pytest.raises(EvaluationError, match="probe_lr > 0"):
         FinetuneConfig(probe_lr=0.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "arch"),
+    [
+        ("statlog-classification", "test_resnet"),
+        ("landsat8-cloud-segmentation", "test_resnet"),
+        ("spacenet-building-detection", "test_resnet"),
+    ],
+)
+def test_bn_calibration_gives_every_start_the_same_statistics(name, arch):
+    task = Task.from_name(name, max_train=8, max_test=4)
+    target = task.target_for(arch)
+    config = FinetuneConfig(epochs=0, bn_calibration=8, progress=False)
+    stats = []
+    for seed in (0, 1):  # two different starts: their weights differ, so must their calibrated statistics
+        model = task.build_model(target, scratch(target, seed).state_dict)
+        result = finetune(model, task, config)
+        assert result.notes["bn_calibration_images"] == 8
+        prefix = task.backbone_prefix
+        stats.append({k: v.clone() for k, v in model.state_dict().items() if k.startswith(prefix) and "running_" in k})
+    assert stats[0] and all(not torch.equal(stats[0][k], stats[1][k]) for k in stats[0] if "running_mean" in k)
+    # the same start twice: the same statistics (a seeded subset), and different from the untouched ones
+    again = task.build_model(target, scratch(target, 1).state_dict)
+    untouched = {k: v.clone() for k, v in again.state_dict().items() if k in stats[1]}
+    finetune(again, task, config)
+    assert all(torch.equal(again.state_dict()[k], stats[1][k]) for k in stats[1])
+    assert any(not torch.equal(untouched[k], stats[1][k]) for k in stats[1])
+    with pytest.raises(EvaluationError, match="bn_calibration >= 0"):
+        FinetuneConfig(bn_calibration=-1)

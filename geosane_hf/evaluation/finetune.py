@@ -9,6 +9,10 @@ Protocol (:class:`FinetuneConfig`, identical for every start of a comparison; ne
   applied to images, masks and boxes alike) drawn from a generator seeded with `seed`, so that every start sees the
   same batches in the same order;
 - the test metrics after every epoch (convergence curves) and the train loss averaged over each epoch;
+- optionally the same BatchNorm treatment for every start (`bn_calibration` > 0): before any metric or step, the
+  backbone's BatchNorm statistics are re-estimated on that many train images (a seeded subset, the same for every
+  start of a seed), so that a start that arrives calibrated for the task (GeoSANE's generation calibrates) has no
+  edge over one that does not;
 - optionally a linear-probe phase first (`probe_epochs` > 0, the few-label protocol practitioners use): only the task
   head trains (the classifier, or the decoder / detection heads; the backbone frozen, its BatchNorm statistics still
   tracking the task's images in train mode) at `probe_lr` with its own warm-up and cosine schedule, then every weight
@@ -59,12 +63,15 @@ class FinetuneConfig:
     progress: bool = True  # tqdm bars
     probe_epochs: int = 0  # linear-probe epochs before fine-tuning (head only; 0: off)
     probe_lr: float = 1e-2  # peak AdamW learning rate of the probe
+    bn_calibration: int = 0  # re-estimate the backbone's BatchNorm statistics on this many train images first (0: off)
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
             raise EvaluationError(
                 f"expected epochs >= 0, batch_size >= 1, lr > 0, got {self.epochs}, {self.batch_size}, {self.lr}"
             )
+        if self.bn_calibration < 0:
+            raise EvaluationError(f"expected bn_calibration >= 0 train images, got {self.bn_calibration}")
         if self.probe_epochs < 0 or self.probe_lr <= 0:
             raise EvaluationError(
                 f"expected probe_epochs >= 0 and probe_lr > 0, got {self.probe_epochs} and {self.probe_lr}"
@@ -190,6 +197,7 @@ def finetune(
     device = next(model.parameters()).device
     masks = _param_masks(model, keep_masks, task.backbone_prefix) if keep_masks else []
     _apply_masks(masks)
+    calibration = calibrate_backbone(model, task, config.bn_calibration, config.seed) if config.bn_calibration else 0
     initial = task.evaluate(model)
     n = len(task.data.train)
 
@@ -290,8 +298,37 @@ def finetune(
         primary_metric=task.primary_metric,
         config=config,
         seconds=time.perf_counter() - started,
-        notes={"train_samples": n, "test_samples": len(task.data.test), "steps": total},
+        notes={
+            "train_samples": n,
+            "test_samples": len(task.data.test),
+            "steps": total,
+            **({"bn_calibration_images": calibration} if calibration else {}),
+        },
     )
+
+
+def calibrate_backbone(model: nn.Module, task: Task, count: int, seed: int = 0) -> int:
+    """Re-estimates the BatchNorm statistics of the task model's backbone on `count` train images; returns how many.
+
+    The images are a subset of the train split drawn with `seed` (its own generator: the training order is not
+    touched); the decoder and detection heads keep theirs.
+
+    >>> import timm
+    >>> task = Task.from_name("statlog-classification", max_train=16, max_test=8)
+    >>> model = timm.create_model("test_resnet", in_chans=4, num_classes=6)
+    >>> calibrate_backbone(model, task, 8), model.training
+    (8, False)
+    """
+    from geosane_hf.generation.calibration import calibrate_batchnorm
+
+    n = len(task.data.train)
+    index = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(count, n)]
+    device = next(model.parameters()).device
+    images, _ = task.batch(task.data.train, index.sort().values, device)  # [M, C, S, S]
+    prefix = task.backbone_prefix.rstrip(".")
+    backbone = model.get_submodule(prefix) if prefix else model
+    calibrate_batchnorm(backbone, images, batch_size=16)
+    return int(images.shape[0])
 
 
 def _masked_kd(student: torch.Tensor, teacher: torch.Tensor, temperature: float, valid: torch.Tensor) -> torch.Tensor:
