@@ -148,24 +148,31 @@ def main() -> None:
 
 
 def _summary(rows: list[dict], path: Path) -> None:
+    """Mean +- std per (task, protocol, start), the difference to the prompt and the seeds above it."""
     lines = [
-        "| task | protocol | start | mean | std | n | above prompt (seeds) |",
+        "| task | protocol | start | mean ± std | n | - prompt | above prompt |",
         "|---|---|---|---:|---:|---:|---:|",
     ]
     groups: dict[tuple[str, str], dict[str, dict[int, float]]] = {}
     for r in rows:
-        proto = f"e{r['protocol']['epochs']}+p{r['protocol']['probe_epochs']} f{r['protocol']['fraction']}"
+        p = r["protocol"]
+        proto = f"{p['probe_epochs']} probe + {p['epochs']} epochs" if p["probe_epochs"] else f"{p['epochs']} epochs"
         groups.setdefault((r["task"], proto), {}).setdefault(r["start"], {})[r["seed"]] = r["score"]
     for (task, proto), starts in groups.items():
         prompt = starts.get("imagenet_prompt", {})
+        spread = statistics.stdev(prompt.values()) if len(prompt) > 1 else 0.0
         for name, scores in starts.items():
             values = list(scores.values())
             std = statistics.stdev(values) if len(values) > 1 else 0.0
-            wins = sum(1 for s, v in scores.items() if s in prompt and v > prompt[s])
-            paired = sum(1 for s in scores if s in prompt)
+            paired = [s for s in scores if s in prompt]
+            wins = sum(1 for s in paired if scores[s] > prompt[s])
+            diff = statistics.mean(scores[s] - prompt[s] for s in paired) if paired else float("nan")
+            beyond = (
+                " (beyond the spread)" if paired and name != "imagenet_prompt" and abs(diff) > max(std, spread) else ""
+            )
             lines.append(
-                f"| {task} | {proto} | {name} | {statistics.mean(values):.4f} | {std:.4f} | {len(values)} | "
-                f"{wins}/{paired} |"
+                f"| {task} | {proto} | {name} | {statistics.mean(values):.3f} ± {std:.3f} | {len(values)} | "
+                f"{diff:+.3f}{beyond} | {wins}/{len(paired)} |"
             )
     path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
