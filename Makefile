@@ -11,7 +11,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export GRADIO_ANALYTICS_ENABLED := False
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-slow test-all style quality bench bench-full demo demo-quick zoo-experiment results-docs space space-bundle clean-venv
+.PHONY: setup test test-slow test-all style quality bench bench-full demo demo-quick zoo-experiment research-transfer results-docs space space-bundle clean-venv
 
 setup: $(STAMP)
 
@@ -70,6 +70,12 @@ demo: setup
 # (runs/zoo-experiment/zoo_experiment.json; report in runs/zoo-experiment/experiment/zoo_experiment.md).
 zoo-experiment: setup
 	$(PY) -m geosane_hf.cli zoo-experiment --out runs/zoo-experiment
+
+# Issue 15's leave-one-source-out transfer study (~70 min on 2 cores, resumable): RS-tuned Lite0 members of other data
+# sources vs the ImageNet prompt, 10% labels, 5 seeds (rows: runs/research/transfer/rows.jsonl; docs/generation_quality.md).
+research-transfer: setup
+	$(PY) tools/research_transfer.py --out runs/research/transfer --tasks \
+		landsat8-cloud-segmentation,spacenet-building-segmentation,landsat8-cloudy-classification,statlog-classification
 
 # docs/results.md and its figures from the last `make demo` (runs it first when its report is missing).
 results-docs: setup
