@@ -452,3 +452,12 @@ def test_bn_calibration_gives_every_start_the_same_statistics(name, arch):
     assert any(not torch.equal(untouched[k], stats[1][k]) for k in stats[1])
     with pytest.raises(EvaluationError, match="bn_calibration >= 0"):
         FinetuneConfig(bn_calibration=-1)
+
+
+def test_calibrating_on_no_images_is_refused():
+    from geosane_hf.evaluation.finetune import calibrate_backbone
+
+    task = Task.from_name("statlog-classification", max_train=8, max_test=4)
+    model = scratch(task.target_for("test_resnet")).build()
+    with pytest.raises(EvaluationError, match="at least 1 calibration image"):
+        calibrate_backbone(model, task, 0)

@@ -64,3 +64,19 @@ def test_member_body_keeps_the_prompts_stem_and_head(member):
     assert torch.equal(body["classifier.weight"], prompt["classifier.weight"])
     changed = [k for k in prompt if not torch.equal(body[k], prompt[k])]
     assert changed and all(torch.equal(body[k], member.state_dict[k]) for k in changed)
+
+
+def test_a_damaged_cache_is_a_clear_error(member, tmp_path):
+    tune_member(ARCH, "landsat8-cloud-segmentation", TINY, cache=tmp_path)
+    record = next(tmp_path.glob("*.json"))
+    record.write_text("{not json")
+    with pytest.raises(EvaluationError, match=r"damaged pair.*delete both files"):
+        tune_member(ARCH, "landsat8-cloud-segmentation", TINY, cache=tmp_path)
+
+
+def test_unknown_task_and_architecture_are_refused(tmp_path):
+    with pytest.raises(EvaluationError, match="expected a task among"):
+        tune_member(ARCH, "no-such-task", TINY, cache=tmp_path)
+    with pytest.raises(EvaluationError):
+        tune_member("no_such_arch_xyz", "landsat8-cloud-segmentation", TINY, cache=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # nothing written

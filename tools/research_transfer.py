@@ -30,24 +30,9 @@ import torch
 
 from geosane_hf.evaluation.finetune import FinetuneConfig, finetune
 from geosane_hf.evaluation.geosane_start import fitted_prompt
-from geosane_hf.evaluation.starts import Start, matched_noise, scratch
+from geosane_hf.evaluation.starts import Start, checkpoint_average, lerp_state_dicts, matched_noise, scratch
 from geosane_hf.evaluation.tasks import TASKS, Task
 from geosane_hf.experiments.members import MemberBudget, member_body, relatives, source_of, tune_member
-
-
-def _lerp(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], t: float) -> dict[str, torch.Tensor]:
-    return {
-        k: ((1 - t) * a[k].double() + t * b[k].double()).to(a[k].dtype) if a[k].is_floating_point() else a[k]
-        for k in a
-    }
-
-
-def _average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    first = states[0]
-    return {
-        k: torch.stack([s[k].double() for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v
-        for k, v in first.items()
-    }
 
 
 def _eval_task(name: str, fraction: float, min_train: int, max_test: int | None) -> Task:
@@ -107,8 +92,8 @@ def main() -> None:
         for seed in map(int, args.seeds.split(",")):
             prompt = fitted_prompt(target, seed, bands=task.data.band_names)
             bodies = {m.task: member_body(m, prompt.state_dict, model_for_keys) for m in members}
-            average = _average(list(bodies.values()))
-            blend = Start("blend_average", target, _lerp(prompt.state_dict, average, args.blend))
+            average = checkpoint_average(list(bodies.values())).state_dict
+            blend = Start("blend_average", target, lerp_state_dicts(prompt.state_dict, average, args.blend))
             starts = {
                 "scratch": scratch(target, seed),
                 "imagenet_prompt": prompt,

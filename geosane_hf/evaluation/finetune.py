@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -260,35 +261,22 @@ def finetune(
     def after_step() -> None:
         _apply_masks(masks)
 
+    def run_phase(phase: str, epochs: int, lr: float) -> None:
+        train_epochs(
+            model,
+            n,
+            loop(epochs, lr),
+            generator,
+            step,
+            after_step=after_step,
+            on_epoch=on_epoch(phase, epochs),
+            on_step=on_step,
+        )
+
     if config.probe_epochs:
-        head = set(task.head_parameter_names(model))
-        frozen = [p for name, p in model.named_parameters() if name not in head and p.requires_grad]
-        for p in frozen:
-            p.requires_grad_(False)
-        try:
-            train_epochs(
-                model,
-                n,
-                loop(config.probe_epochs, config.probe_lr),
-                generator,
-                step,
-                after_step=after_step,
-                on_epoch=on_epoch("probe", config.probe_epochs),
-                on_step=on_step,
-            )
-        finally:
-            for p in frozen:
-                p.requires_grad_(True)
-    train_epochs(
-        model,
-        n,
-        loop(config.epochs, config.lr),
-        generator,
-        step,
-        after_step=after_step,
-        on_epoch=on_epoch("finetune", config.epochs),
-        on_step=on_step,
-    )
+        with _frozen_except(model, task.head_parameter_names(model)):
+            run_phase("probe", config.probe_epochs, config.probe_lr)
+    run_phase("finetune", config.epochs, config.lr)
     bar.close()
     final = history[-1].metrics if history else initial
     return FinetuneResult(
@@ -307,6 +295,20 @@ def finetune(
     )
 
 
+@contextmanager
+def _frozen_except(model: nn.Module, trainable: Collection[str]) -> Iterator[None]:
+    """Freezes every parameter of `model` not named in `trainable` for the block, then unfreezes them."""
+    keep = set(trainable)
+    frozen = [p for name, p in model.named_parameters() if name not in keep and p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
 def calibrate_backbone(model: nn.Module, task: Task, count: int, seed: int = 0) -> int:
     """Re-estimates the BatchNorm statistics of the task model's backbone on `count` train images; returns how many.
 
@@ -321,6 +323,8 @@ def calibrate_backbone(model: nn.Module, task: Task, count: int, seed: int = 0) 
     """
     from geosane_hf.generation.calibration import calibrate_batchnorm
 
+    if count < 1:
+        raise EvaluationError(f"expected at least 1 calibration image, got count={count}")
     n = len(task.data.train)
     index = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(count, n)]
     device = next(model.parameters()).device

@@ -139,9 +139,15 @@ def tune_member(
         cache.mkdir(parents=True, exist_ok=True)
         weights_path, record_path = _paths(cache, architecture, task_name, budget)
         if weights_path.is_file() and record_path.is_file():
-            record = json.loads(record_path.read_text())
-            record["budget"] = MemberBudget(**record["budget"])
-            return Member(**record, state_dict=load_file(str(weights_path)))
+            try:
+                record = json.loads(record_path.read_text())
+                record["budget"] = MemberBudget(**record["budget"])
+                return Member(**record, state_dict=load_file(str(weights_path)))
+            except (ValueError, TypeError, KeyError, OSError) as error:  # JSON, fields, safetensors header
+                raise EvaluationError(
+                    f"expected a cached member at {weights_path} + {record_path.name}, got a damaged pair ({error}); "
+                    "delete both files to tune the member again"
+                ) from error
     task = Task.from_name(task_name, **({"max_train": budget.max_train} if budget.max_train else {}))
     target = task.target_for(architecture)
     started = time.perf_counter()

@@ -34,6 +34,7 @@ from geosane_hf.evaluation.starts.base import Start, StartError, reinit_head, sc
 from geosane_hf.evaluation.starts.noise import (
     checkpoint_average,
     checkpoint_plus_noise,
+    lerp_state_dicts,
     matched_noise,
     noise_keys,
     prompt_plus_noise,
@@ -63,6 +64,7 @@ __all__ = [
     "distillation",
     "imagenet_prompt",
     "imagenet_state_dict",
+    "lerp_state_dicts",
     "magnitude_pruning",
     "map_by_order",
     "matched_noise",

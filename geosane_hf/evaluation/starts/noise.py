@@ -20,6 +20,7 @@ from geosane_hf.evaluation.starts.base import Start, StartError, _as_start, _cla
 __all__ = [
     "checkpoint_average",
     "checkpoint_plus_noise",
+    "lerp_state_dicts",
     "matched_noise",
     "noise_keys",
     "prompt_plus_noise",
@@ -154,6 +155,22 @@ def checkpoint_plus_noise(base: Start | Mapping[str, torch.Tensor], **kwargs: An
     """A training-collection checkpoint + exact-norm Gaussian noise (same as `prompt_plus_noise`, other name)."""
     kwargs.setdefault("name", "checkpoint_plus_noise")
     return prompt_plus_noise(base, **kwargs)
+
+
+def lerp_state_dicts(
+    a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], alpha: float
+) -> dict[str, torch.Tensor]:
+    """``(1 - alpha) a + alpha b`` per floating tensor (in float64, back to `a`'s dtype); integer tensors from `a`.
+
+    >>> lerp_state_dicts({"w": torch.zeros(2), "n": torch.tensor(3)}, {"w": torch.ones(2), "n": torch.tensor(5)}, 0.25)
+    {'w': tensor([0.2500, 0.2500]), 'n': tensor(3)}
+    """
+    return {
+        k: ((1 - alpha) * a[k].double() + alpha * b[k].double()).to(a[k].dtype)
+        if a[k].is_floating_point()
+        else a[k].clone()
+        for k in a
+    }
 
 
 def checkpoint_average(

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from geosane_hf.evaluation.starts import lerp_state_dicts
 from geosane_hf.experiments.zoo.config import ZooExperimentConfig
 from geosane_hf.experiments.zoo.results import InterpolationPair, NoveltyPoint, PopulationMember, ScoredModel
-from geosane_hf.experiments.zoo.scoring import _derive, _lerp, _mean_std
+from geosane_hf.experiments.zoo.scoring import _derive, _mean_std
 
 if TYPE_CHECKING:
     from geosane_hf.experiments.zoo.run import _Setup
@@ -75,7 +76,7 @@ def interpolation_pairs(setup: _Setup) -> list[InterpolationPair]:
     chosen = [pairs[p] for p in order[: config.interpolation_pairs]]
     out = []
     for a, b in tqdm(chosen, desc="interpolation", unit="pair", disable=not config.progress):
-        in_weights = [scorer.zero_shot(_lerp(weights[a], weights[b], t)) for t in config.alphas]
+        in_weights = [scorer.zero_shot(lerp_state_dicts(weights[a], weights[b], t)) for t in config.alphas]
         in_latents = []
         for t in config.alphas:
             latents = (1 - t) * encoded[a].latents + t * encoded[b].latents  # [N, L]

@@ -50,15 +50,6 @@ def _spread(items: Sequence[Any], k: int) -> list[Any]:
     return [items[round(i * (len(items) - 1) / max(k - 1, 1))] for i in range(k)] if k > 1 else [items[0]]
 
 
-def _lerp(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
-    return {
-        k: ((1 - alpha) * a[k].double() + alpha * b[k].double()).to(a[k].dtype)
-        if a[k].is_floating_point()
-        else a[k].clone()
-        for k in a
-    }
-
-
 def finetune_zoo_model(net: nn.Module, data: Any, protocol: FinetuneProtocol, seed: int) -> nn.Module:
     """Fine-tunes a zoo model in place with the fixed protocol (same batches and flips for every start of a seed).
 
