@@ -182,7 +182,7 @@ def test_config_errors_name_what_was_expected(model_dir):
 
 
 def test_packaged_configs_load_and_plan():
-    assert {"demo", "quick"} <= set(packaged_experiments())
+    assert {"demo", "quick", "samplers"} <= set(packaged_experiments())
     demo = load_experiment_config("demo")
     assert [t.name for t in demo.tasks] == ["landsat8-cloud-segmentation", "statlog-classification"]
     assert demo.seeds == (0, 1, 2)
@@ -192,8 +192,16 @@ def test_packaged_configs_load_and_plan():
         "tf_efficientnet_lite2",
         "tf_efficientnet_lite2",
     )
-    starts = {"geosane:interpolate", "geosane:prompt-noise", "geosane:kde", "geosane:bootstrap", "distillation"}
-    assert starts <= set(demo.all_starts())
+    assert {"geosane:interpolate", "prompt_plus_noise:interpolate", "distillation"} <= set(demo.all_starts())
+    assert not {s for s in demo.all_starts() if s.startswith("geosane:")} - {"geosane:interpolate"}  # the default only
+    samplers = load_experiment_config("samplers")
+    every = {
+        f"{kind}:{s}"
+        for kind in ("geosane", "prompt_plus_noise")
+        for s in ("interpolate", "prompt-noise", "kde", "bootstrap")
+    }
+    assert every <= set(samplers.all_starts())
+    assert (samplers.tasks, samplers.seeds, samplers.finetune) == (demo.tasks, demo.seeds, demo.finetune)
     quick = load_experiment_config("quick")
     assert len(quick.tasks) == 1 and quick.finetune.epochs == 1 and len(quick.seeds) == 2
     subset = demo.select(tasks=["statlog-classification"], starts=["scratch", "geosane"], seeds=[0])

@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--config",
         default=None,
-        help="experiment YAML, or a packaged name (demo, quick; default with --task/--data: quick)",
+        help="experiment YAML, or a packaged name (demo, quick, samplers; default with --task/--data: quick)",
     )
     parser.add_argument("--out", required=True, help="results folder (run files are reused from it)")
     parser.add_argument("--workers", type=_workers, default=None, help="processes, one torch thread each")

@@ -353,8 +353,8 @@ class ExperimentConfig:
 def packaged_experiments() -> dict[str, Path]:
     """{name: path} of the experiment configs shipped in ``geosane_hf/resources/experiments``.
 
-    >>> sorted(packaged_experiments())[:2]
-    ['demo', 'quick']
+    >>> sorted(packaged_experiments())
+    ['demo', 'quick', 'samplers']
     """
     folder = Path(str(resources.files("geosane_hf").joinpath("resources", "experiments")))
     return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
@@ -375,7 +375,7 @@ def bundled_experiment(name: str) -> ExperimentConfig:
 
 
 def load_experiment_config(name_or_path: str | Path) -> ExperimentConfig:
-    """A packaged config by name ("demo", "quick") or a YAML file.
+    """A packaged config by name ("demo", "quick", "samplers") or a YAML file.
 
     >>> load_experiment_config("quick").name
     'quick'
