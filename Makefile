@@ -91,7 +91,7 @@ demo-quick: setup
 DEMO_DIR ?= runs/demo
 space: setup
 	@if [ -z "$$GEOSANE_MODEL" ] && [ ! -f $(DEMO_DIR)/train/model/config.json ]; then \
-		echo "no demo model in $(DEMO_DIR)/train/model: running make demo first (~20 min, resumable)"; \
+		echo "no demo model in $(DEMO_DIR)/train/model: running make demo first (~15 min, resumable)"; \
 		$(MAKE) demo; fi
 	GEOSANE_MODEL=$${GEOSANE_MODEL:-$(DEMO_DIR)/train/model} \
 	GEOSANE_COLLECTION=$${GEOSANE_COLLECTION:-$(DEMO_DIR)/collection} \

@@ -142,6 +142,7 @@ def _summary(rows: list[dict], path: Path) -> None:
     for r in rows:
         p = r["protocol"]
         proto = f"{p['probe_epochs']} probe + {p['epochs']} epochs" if p["probe_epochs"] else f"{p['epochs']} epochs"
+        proto += f", lr {p['lr']:g}"
         groups.setdefault((r["task"], proto), {}).setdefault(r["start"], {})[r["seed"]] = r["score"]
     for (task, proto), starts in groups.items():
         prompt = starts.get("imagenet_prompt", {})
