@@ -12,7 +12,8 @@ evaluated task (`--fraction` of its train split, at least `--min-train`):
 - ``noise_matched`` = prompt + noise matched *per tensor* to blend_average's change.
 
 Every row (task, start, seed, protocol, score, curve, seconds) is appended to ``OUT/rows.jsonl`` and reused on a rerun
-(resumable); ``OUT/summary.md`` holds mean +- std per start and the wins over the prompt.
+(resumable); ``OUT/summary.md`` holds mean +- std per start and the wins over the prompt, ``OUT/plots/`` a convergence plot
+(score per epoch, mean +- std over seeds) per task and protocol.
 
 Usage:
     python tools/research_transfer.py --out runs/research/transfer --seeds 0,1,2,3,4
@@ -33,6 +34,7 @@ from geosane_hf.evaluation.geosane_start import fitted_prompt
 from geosane_hf.evaluation.starts import Start, checkpoint_average, lerp_state_dicts, matched_noise, scratch
 from geosane_hf.evaluation.tasks import TASKS, Task
 from geosane_hf.experiments.members import MemberBudget, member_body, relatives, source_of, tune_member
+from geosane_hf.plots import convergence_figure, save_figure
 
 
 def _eval_task(name: str, fraction: float, min_train: int, max_test: int | None) -> Task:
@@ -139,11 +141,13 @@ def _summary(rows: list[dict], path: Path) -> None:
         "|---|---|---|---:|---:|---:|---:|",
     ]
     groups: dict[tuple[str, str], dict[str, dict[int, float]]] = {}
+    curves: dict[tuple[str, str], dict[str, list[list[float | None]]]] = {}
     for r in rows:
         p = r["protocol"]
         proto = f"{p['probe_epochs']} probe + {p['epochs']} epochs" if p["probe_epochs"] else f"{p['epochs']} epochs"
         proto += f", lr {p['lr']:g}"
         groups.setdefault((r["task"], proto), {}).setdefault(r["start"], {})[r["seed"]] = r["score"]
+        curves.setdefault((r["task"], proto), {}).setdefault(r["start"], []).append([r["initial"], *r["curve"]])
     for (task, proto), starts in groups.items():
         prompt = starts.get("imagenet_prompt", {})
         spread = statistics.stdev(prompt.values()) if len(prompt) > 1 else 0.0
@@ -154,7 +158,9 @@ def _summary(rows: list[dict], path: Path) -> None:
             wins = sum(1 for s in paired if scores[s] > prompt[s])
             diff = statistics.mean(scores[s] - prompt[s] for s in paired) if paired else float("nan")
             beyond = (
-                " (beyond the spread)" if paired and name != "imagenet_prompt" and abs(diff) > max(std, spread) else ""
+                " (beyond the spread)"
+                if len(paired) > 1 and name != "imagenet_prompt" and abs(diff) > max(std, spread)
+                else ""
             )
             lines.append(
                 f"| {task} | {proto} | {name} | {statistics.mean(values):.3f} ± {std:.3f} | {len(values)} | "
@@ -162,6 +168,10 @@ def _summary(rows: list[dict], path: Path) -> None:
             )
     path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    for (task, proto), by_start in curves.items():  # a convergence plot per task and protocol
+        slug = "".join(c if c.isalnum() else "-" for c in f"{task}__{proto}").strip("-")
+        fig = convergence_figure(by_start, "score", title=f"{task}: {proto} (mean +- std over seeds)")
+        save_figure(fig, path.parent / "plots" / f"{slug}.png")
 
 
 if __name__ == "__main__":
