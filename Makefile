@@ -71,11 +71,24 @@ demo: setup
 zoo-experiment: setup
 	$(PY) -m geosane_hf.cli zoo-experiment --out runs/zoo-experiment
 
-# Issue 15's leave-one-source-out transfer study (~70 min on 2 cores, resumable): RS-tuned Lite0 members of other data
-# sources vs the ImageNet prompt, 10% labels, 5 seeds (rows: runs/research/transfer/rows.jsonl; docs/generation_quality.md).
+# Issue 15's leave-one-source-out transfer study (resumable; ~2.5 h on 2 cores in all): RS-tuned Lite0 members of other
+# data sources vs the ImageNet prompt, 10% labels, 5 seeds, every protocol of docs/generation_quality.md: 5 epochs at
+# lr 1e-3, probe + fine-tune (lr 1e-3 and 1e-4), trained to ~160 steps (H3), members tuned 12 epochs (H4).
+# Rows: runs/research/transfer{,-members12}/rows.jsonl; summaries and convergence plots beside them.
+RESEARCH_TASKS := landsat8-cloud-segmentation,spacenet-building-segmentation,landsat8-cloudy-classification,statlog-classification
+RESEARCH_STARTS := scratch,imagenet_prompt,member_average,blend_average,noise_matched
 research-transfer: setup
-	$(PY) tools/research_transfer.py --out runs/research/transfer --tasks \
-		landsat8-cloud-segmentation,spacenet-building-segmentation,landsat8-cloudy-classification,statlog-classification
+	$(PY) tools/research_transfer.py --out runs/research/transfer --tasks $(RESEARCH_TASKS)
+	$(PY) tools/research_transfer.py --out runs/research/transfer --epochs 3 --probe-epochs 3 \
+		--tasks landsat8-cloud-segmentation,spacenet-building-segmentation
+	$(PY) tools/research_transfer.py --out runs/research/transfer --epochs 3 --probe-epochs 3 --lr 1e-4 \
+		--tasks $(RESEARCH_TASKS) --starts $(RESEARCH_STARTS)
+	$(PY) tools/research_transfer.py --out runs/research/transfer --epochs 40 --starts $(RESEARCH_STARTS) \
+		--tasks landsat8-cloud-segmentation
+	$(PY) tools/research_transfer.py --out runs/research/transfer --epochs 12 --starts $(RESEARCH_STARTS) \
+		--tasks landsat8-cloudy-classification
+	$(PY) tools/research_transfer.py --out runs/research/transfer-members12 --member-epochs 12 \
+		--tasks $(RESEARCH_TASKS) --starts $(RESEARCH_STARTS)
 
 # docs/results.md and its figures from the last `make demo` (runs it first when its report is missing).
 results-docs: setup
