@@ -137,8 +137,8 @@ def main() -> None:
 def _summary(rows: list[dict], path: Path) -> None:
     """Mean +- std per (task, protocol, start), the difference to the prompt and the seeds above it."""
     lines = [
-        "| task | protocol | start | mean ± std | n | - prompt | above prompt |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| task | protocol | start | mean ± std | n | - prompt | sd of the paired differences | above prompt |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     groups: dict[tuple[str, str], dict[str, dict[int, float]]] = {}
     curves: dict[tuple[str, str], dict[str, list[list[float | None]]]] = {}
@@ -156,7 +156,9 @@ def _summary(rows: list[dict], path: Path) -> None:
             std = statistics.stdev(values) if len(values) > 1 else 0.0
             paired = [s for s in scores if s in prompt]
             wins = sum(1 for s in paired if scores[s] > prompt[s])
-            diff = statistics.mean(scores[s] - prompt[s] for s in paired) if paired else float("nan")
+            diffs = [scores[s] - prompt[s] for s in paired]
+            diff = statistics.mean(diffs) if diffs else float("nan")
+            paired_sd = statistics.stdev(diffs) if len(diffs) > 1 else float("nan")
             beyond = (
                 " (beyond the spread)"
                 if len(paired) > 1 and name != "imagenet_prompt" and abs(diff) > max(std, spread)
@@ -164,7 +166,7 @@ def _summary(rows: list[dict], path: Path) -> None:
             )
             lines.append(
                 f"| {task} | {proto} | {name} | {statistics.mean(values):.3f} ± {std:.3f} | {len(values)} | "
-                f"{diff:+.3f}{beyond} | {wins}/{len(paired)} |"
+                f"{diff:+.3f}{beyond} | {paired_sd:.3f} | {wins}/{len(paired)} |"
             )
     path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
