@@ -80,3 +80,45 @@ def test_unknown_task_and_architecture_are_refused(tmp_path):
     with pytest.raises(EvaluationError):
         tune_member("no_such_arch_xyz", "landsat8-cloud-segmentation", TINY, cache=tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def _research_tool():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "research_transfer.py"
+    spec = importlib.util.spec_from_file_location("research_transfer", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["research_transfer"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_research_summary_pairs_seeds_and_respects_the_spread(tmp_path):
+    summary = _research_tool()._summary
+    protocol = {"epochs": 2, "probe_epochs": 0, "lr": 1e-3, "fraction": 0.1}
+
+    def row(start, seed, score):
+        return {
+            "task": "t",
+            "start": start,
+            "seed": seed,
+            "protocol": protocol,
+            "score": score,
+            "initial": 0.1,
+            "curve": [score / 2, score],
+        }
+
+    prompt = [0.60, 0.62, 0.64]
+    rows = [row("imagenet_prompt", s, v) for s, v in enumerate(prompt)]
+    rows += [row("far", s, v + 0.2) for s, v in enumerate(prompt)]  # +0.2 on every seed: beyond a 0.02 spread
+    rows += [row("near", s, v + d) for s, (v, d) in enumerate(zip(prompt, (0.01, -0.01, 0.015), strict=True))]
+    rows += [row("single", 0, 0.99)]  # one seed: never "beyond the spread"
+    summary(rows, tmp_path / "summary.md")
+    lines = {line.split(" | ")[2]: line for line in (tmp_path / "summary.md").read_text().splitlines()[2:]}
+    assert "+0.200 (beyond the spread) | 0.000 | 3/3" in lines["far"]
+    assert "(beyond the spread)" not in lines["near"] and "| 2/3 |" in lines["near"]
+    assert "(beyond the spread)" not in lines["single"] and "| 1/1 |" in lines["single"]
+    assert "2 epochs, lr 0.001" in lines["far"]
+    assert [p.name for p in (tmp_path / "plots").glob("*.png")] == ["t--2-epochs--lr-0-001.png"]  # one per protocol
