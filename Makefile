@@ -89,6 +89,8 @@ research-transfer: setup
 		--tasks landsat8-cloudy-classification
 	$(PY) tools/research_transfer.py --out runs/research/transfer-members12 --member-epochs 12 \
 		--tasks $(RESEARCH_TASKS) --starts $(RESEARCH_STARTS)
+	$(PY) tools/research_transfer.py --out runs/research/transfer-members12 --member-epochs 12 \
+		--tasks statlog-classification --seeds 5,6,7,8,9 --starts $(RESEARCH_STARTS)
 
 # docs/results.md and its figures from the last `make demo` (runs it first when its report is missing).
 results-docs: setup
