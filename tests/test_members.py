@@ -122,3 +122,15 @@ def test_research_summary_pairs_seeds_and_respects_the_spread(tmp_path):
     assert "(beyond the spread)" not in lines["single"] and "| 1/1 |" in lines["single"]
     assert "2 epochs, lr 0.001" in lines["far"]
     assert [p.name for p in (tmp_path / "plots").glob("*.png")] == ["t--2-epochs--lr-0-001.png"]  # one per protocol
+
+
+def test_research_rows_survive_a_cut_off_last_line(tmp_path):
+    load = _research_tool()._load_rows
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"a": 1}\n{"b": 2}\n{"c": ')  # killed while appending the third row
+    assert load(path) == [{"a": 1}, {"b": 2}]
+    assert path.read_text() == '{"a": 1}\n{"b": 2}\n'  # the cut-off row is gone, the others are kept
+    path.write_text('{"a": 1}\nnot json\n{"c": 3}\n')  # damage in the middle is not guessed away
+    with pytest.raises(SystemExit, match="line 2 is damaged"):
+        load(path)
+    assert load(tmp_path / "missing.jsonl") == []

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from geosane_hf.atomic_io import write_text
 from geosane_hf.evaluation.finetune import FinetuneConfig, finetune
 from geosane_hf.evaluation.geosane_start import fitted_prompt
 from geosane_hf.evaluation.starts import Start, checkpoint_average, lerp_state_dicts, matched_noise, scratch
@@ -68,7 +69,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows_path = out / "rows.jsonl"
-    rows = [json.loads(line) for line in rows_path.read_text().splitlines()] if rows_path.is_file() else []
+    rows = _load_rows(rows_path)
     protocol = {"epochs": args.epochs, "probe_epochs": args.probe_epochs, "lr": args.lr, "fraction": args.fraction}
     done = {(r["task"], r["start"], r["seed"], json.dumps(r["protocol"], sort_keys=True)) for r in rows}
     budget = MemberBudget(max_train=args.member_max_train, epochs=args.member_epochs)
@@ -134,6 +135,26 @@ def main() -> None:
     _summary(rows, out / "summary.md")
 
 
+def _load_rows(path: Path) -> list[dict]:
+    """The rows of earlier runs; a last line cut off by a kill is dropped (its run is redone), other damage is an error."""
+    if not path.is_file():
+        return []
+    lines = path.read_text().splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if number < len(lines):
+                raise SystemExit(
+                    f"expected one JSON row per line in {path}, line {number} is damaged ({error}); "
+                    "fix or delete that line and run again"
+                ) from error
+            print(f"dropping the cut-off last row of {path} (a killed run); it runs again")
+            write_text(path, "".join(f"{json.dumps(r)}\n" for r in rows))
+    return rows
+
+
 def _summary(rows: list[dict], path: Path) -> None:
     """Mean +- std per (task, protocol, start), the difference to the prompt and the seeds above it."""
     lines = [
@@ -168,7 +189,7 @@ def _summary(rows: list[dict], path: Path) -> None:
                 f"| {task} | {proto} | {name} | {statistics.mean(values):.3f} ± {std:.3f} | {len(values)} | "
                 f"{diff:+.3f}{beyond} | {paired_sd:.3f} | {wins}/{len(paired)} |"
             )
-    path.write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
     print("\n".join(lines))
     for (task, proto), by_start in curves.items():  # a convergence plot per task and protocol
         slug = "".join(c if c.isalnum() else "-" for c in f"{task}__{proto}").strip("-")
