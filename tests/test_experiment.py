@@ -248,3 +248,23 @@ def test_cli_exit_codes(model_dir, tmp_path, capsys):
     assert main(["evaluate", "--config", str(config), "--out", out, "--model", str(model_dir), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "| scratch |" in printed and "| geosane:prompt-noise |" in printed
+
+
+def test_extends_starts_from_a_base_config(tmp_path):
+    (tmp_path / "base.yaml").write_text("extends: demo\nname: base\nseeds: [4]\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: base.yaml\nname: child\nstarts: [scratch, imagenet_prompt]\n")
+    config = ExperimentConfig.from_yaml(child)
+    demo = load_experiment_config("demo")
+    assert (config.name, config.seeds, config.starts) == ("child", (4,), ("scratch", "imagenet_prompt"))
+    assert (config.tasks, config.finetune) == (demo.tasks, demo.finetune)  # the rest from the packaged demo
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ExperimentConfigError, match="without a cycle"):
+        ExperimentConfig.from_yaml(tmp_path / "a.yaml")
+    (tmp_path / "missing.yaml").write_text("extends: no-such-config\n")
+    with pytest.raises(ExperimentConfigError, match="not found"):
+        ExperimentConfig.from_yaml(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- extends\n")
+    with pytest.raises(ExperimentConfigError, match="mapping of settings"):
+        ExperimentConfig.from_yaml(tmp_path / "list.yaml")

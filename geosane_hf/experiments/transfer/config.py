@@ -149,23 +149,15 @@ class ExperimentConfig:
     def from_yaml(cls, path: str | Path) -> ExperimentConfig:
         """Reads a YAML experiment config.
 
+        A top-level ``extends: NAME`` (a packaged config, or a YAML path relative to this file) starts from that
+        config; every other top-level key of this file replaces the base's key of the same name.
+
         >>> cfg = ExperimentConfig.from_yaml(packaged_experiments()["quick"])
         >>> cfg.seeds
         (0, 1)
         """
-        import yaml
-
         path = Path(path)
-        if not path.is_file():
-            raise ExperimentConfigError(
-                f"expected an experiment config file (YAML) or a packaged name {sorted(packaged_experiments())}, "
-                f"got {str(path)!r} (not found)"
-            )
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            raise ExperimentConfigError(f"expected valid YAML in {path}, got: {error}") from error
-        return cls.from_dict(data or {}, source=str(path))
+        return cls.from_dict(_read_config_yaml(path, ()), source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -348,6 +340,33 @@ class ExperimentConfig:
                             f"expected a timm architecture for task {task.name!r}, got {arch!r}."
                             + (f" Did you mean {', '.join(near)}?" if near else "")
                         )
+
+
+def _read_config_yaml(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """The mapping of an experiment YAML with its ``extends`` chain resolved (child keys replace the base's)."""
+    import yaml
+
+    if not path.is_file():
+        raise ExperimentConfigError(
+            f"expected an experiment config file (YAML) or a packaged name {sorted(packaged_experiments())}, "
+            f"got {str(path)!r} (not found)"
+        )
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ExperimentConfigError(f"expected valid YAML in {path}, got: {error}") from error
+    if not isinstance(data, dict):
+        raise ExperimentConfigError(f"expected a mapping of settings in {path}, got {type(data).__name__}")
+    base_name = data.pop("extends", None)
+    if base_name is None:
+        return data
+    packaged = packaged_experiments()
+    if not isinstance(base_name, str) or not base_name:
+        raise ExperimentConfigError(f"expected 'extends' in {path} to name a config, got {base_name!r}")
+    base_path = packaged[base_name] if base_name in packaged else (path.parent / base_name)
+    if base_path.resolve() in {p.resolve() for p in (*chain, path)}:
+        raise ExperimentConfigError(f"expected an 'extends' chain without a cycle, got {path} -> {base_name}")
+    return {**_read_config_yaml(base_path, (*chain, path)), **data}
 
 
 def packaged_experiments() -> dict[str, Path]:
