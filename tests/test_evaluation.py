@@ -461,3 +461,16 @@ def test_calibrating_on_no_images_is_refused():
     model = scratch(task.target_for("test_resnet")).build()
     with pytest.raises(EvaluationError, match="at least 1 calibration image"):
         calibrate_backbone(model, task, 0)
+
+
+def test_lerp_state_dicts_refuses_different_layouts():
+    from geosane_hf.evaluation.starts import StartError, lerp_state_dicts
+
+    a = {"w": torch.zeros(2, 3), "b": torch.zeros(2)}
+    assert torch.equal(
+        lerp_state_dicts(a, {"w": torch.ones(2, 3), "b": torch.ones(2)}, 0.5)["w"], torch.full((2, 3), 0.5)
+    )
+    with pytest.raises(StartError, match="same keys"):
+        lerp_state_dicts(a, {"w": torch.ones(2, 3)}, 0.5)
+    with pytest.raises(StartError, match=r"w: \(2, 3\) vs \(3, 2\)"):
+        lerp_state_dicts(a, {"w": torch.ones(3, 2), "b": torch.ones(2)}, 0.5)

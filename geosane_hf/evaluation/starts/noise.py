@@ -164,7 +164,21 @@ def lerp_state_dicts(
 
     >>> lerp_state_dicts({"w": torch.zeros(2), "n": torch.tensor(3)}, {"w": torch.ones(2), "n": torch.tensor(5)}, 0.25)
     {'w': tensor([0.2500, 0.2500]), 'n': tensor(3)}
+
+    Raises:
+        StartError: The two state dicts differ in keys or in a tensor's shape.
     """
+    if set(a) != set(b):
+        raise StartError(
+            f"expected two state dicts with the same keys to interpolate, got {sorted(set(a) ^ set(b))[:5]} in only "
+            "one of them; interpolate checkpoints of the same architecture (map them onto it first)"
+        )
+    shapes = [k for k in a if a[k].shape != b[k].shape]
+    if shapes:
+        raise StartError(
+            f"expected the same tensor shapes to interpolate, got {shapes[0]}: {tuple(a[shapes[0]].shape)} vs "
+            f"{tuple(b[shapes[0]].shape)} ({len(shapes)} tensors differ)"
+        )
     return {
         k: ((1 - alpha) * a[k].double() + alpha * b[k].double()).to(a[k].dtype)
         if a[k].is_floating_point()
