@@ -11,7 +11,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export GRADIO_ANALYTICS_ENABLED := False
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-slow test-all style quality bench bench-full demo demo-quick zoo-experiment research-transfer results-docs space space-bundle clean-venv
+.PHONY: setup test test-slow test-all style quality bench bench-full demo demo-quick zoo-experiment experiment research-transfer results-docs space space-bundle clean-venv
 
 setup: $(STAMP)
 
@@ -70,6 +70,14 @@ demo: setup
 # (runs/zoo-experiment/zoo_experiment.json; report in runs/zoo-experiment/experiment/zoo_experiment.md).
 zoo-experiment: setup
 	$(PY) -m geosane_hf.cli zoo-experiment --out runs/zoo-experiment
+
+# Issue 15, transfer (~90 min on 2 idle cores, resumable): per data source (Statlog, Landsat-8, SpaceNet), a GeoSANE
+# trained on a population without it (packaged real checkpoints, zoo, ImageNet Lite0/Lite2 tuned on the other
+# sources' tasks; checked by image content hash), then every start fine-tuned on the source's tasks (lite0 and lite1,
+# 5 seeds, few labels); win/tie/loss of GeoSANE's recommended start per baseline.
+# Report: runs/experiment/experiment.md, copied with its figures to docs/experiment.md.
+experiment: setup
+	$(PY) -m geosane_hf.cli experiment --out runs/experiment --docs docs
 
 # Issue 15's leave-one-source-out transfer study (resumable; ~2.5 h on 2 cores in all): RS-tuned Lite0 members of other
 # data sources vs the ImageNet prompt, 10% labels, 5 seeds, every protocol of docs/generation_quality.md: 5 epochs at

@@ -134,3 +134,32 @@ def test_research_rows_survive_a_cut_off_last_line(tmp_path):
     with pytest.raises(SystemExit, match="line 2 is damaged"):
         load(path)
     assert load(tmp_path / "missing.jsonl") == []
+
+
+def test_members_are_collected_as_imagenet_layout_checkpoints_with_their_tuned_body(member, tmp_path):
+    import timm
+
+    from geosane_hf.collection.collector import collect, read_collection_index
+    from geosane_hf.experiments.members import member_checkpoint, members_manifest
+    from geosane_hf.packaged import imagenet_state_dict
+
+    imagenet = imagenet_state_dict(ARCH)
+    checkpoint = member_checkpoint(member)
+    timm.create_model(ARCH).load_state_dict(checkpoint)  # strict: the whole ImageNet layout
+    assert torch.equal(checkpoint["conv_stem.weight"], imagenet["conv_stem.weight"])  # stem and head stay ImageNet's
+    assert torch.equal(checkpoint["classifier.weight"], imagenet["classifier.weight"])
+    tuned = "blocks.6.0.conv_pwl.weight"
+    assert torch.equal(checkpoint[tuned], member.state_dict[tuned]) and not torch.equal(
+        checkpoint[tuned], imagenet[tuned]
+    )
+
+    manifest = members_manifest([member], tmp_path / "members")
+    (entry,) = manifest.entries
+    assert entry.architecture.name == ARCH and entry.role == "rs-model" and entry.task == "segmentation"
+    assert member.data_hash[:16] in entry.training_data
+    report = collect(manifest, tmp_path / "collection", progress=False)
+    assert not report.failed
+    (record,) = read_collection_index(tmp_path / "collection")
+    assert record.architecture["name"] == ARCH
+    with pytest.raises(EvaluationError, match="at least one member"):
+        members_manifest([], tmp_path / "none")

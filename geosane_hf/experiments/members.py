@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from geosane_hf.atomic_io import write_json, write_with
+from geosane_hf.collection.manifest import CollectionManifest
 from geosane_hf.evaluation.finetune import FinetuneConfig, finetune
 from geosane_hf.evaluation.geosane_start import fitted_prompt
 from geosane_hf.evaluation.starts.base import _classifier_keys, _first_conv_key
@@ -40,6 +41,8 @@ __all__ = [
     "MemberBudget",
     "image_hashes",
     "member_body",
+    "member_checkpoint",
+    "members_manifest",
     "relatives",
     "source_of",
     "task_data_hash",
@@ -222,3 +225,67 @@ def member_body(
         if key in out and key not in skip and out[key].shape == value.shape:
             out[key] = value.to(out[key].dtype).clone()
     return out
+
+
+def member_checkpoint(member: Member) -> dict[str, torch.Tensor]:
+    """The member as a whole ImageNet-layout timm checkpoint: the packaged ImageNet weights (3 bands, 1000 classes)
+    with the member's RS-tuned body.
+
+    The stem and the classifier stay ImageNet's (the member's stem took its own task's bands, its head its classes),
+    so the file loads strictly into ``timm.create_model(architecture)`` and every consumer fits it to a task the way
+    it fits the ImageNet prompt (stem band-adapted by wavelength, head re-initialised).
+    """
+    import timm
+
+    from geosane_hf.packaged import imagenet_state_dict
+
+    out = imagenet_state_dict(member.architecture)
+    model = timm.create_model(member.architecture, pretrained=False)
+    skip = set(_classifier_keys(model)) | {_first_conv_key(model)}
+    for key, value in member.state_dict.items():
+        if key in out and key not in skip and out[key].shape == value.shape:
+            out[key] = value.to(out[key].dtype).clone()
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def members_manifest(members: Sequence[Member], folder: str | Path, name: str = "rs-members") -> CollectionManifest:
+    """Writes each member as :func:`member_checkpoint` into `folder` and returns the manifest that collects them.
+
+    Entries are ``local`` safetensors files with a strict timm architecture, ``role: rs-model``, the member's task,
+    source, score and data hash (so a collection records which images its members saw).
+
+    Raises:
+        EvaluationError: No members given.
+    """
+    from safetensors.torch import save_file
+
+    if not members:
+        raise EvaluationError("expected at least one member to write a manifest, got none")
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    models = []
+    for member in members:
+        stem = f"{member.architecture}__{member.task}__{member.budget.tag}"
+        path = root / f"{stem}.safetensors"
+        if not path.is_file():
+            state = member_checkpoint(member)
+            write_with(path, lambda tmp, state=state: save_file(state, str(tmp)), suffix=".safetensors")
+        models.append(
+            {
+                "id": f"member-{stem}".replace("_", "-").replace(".", "-"),
+                "source": {"kind": "local", "path": path.name},
+                "architecture": {"library": "timm", "name": member.architecture},
+                "role": "rs-model",
+                "task": member.task.rsplit("-", 1)[-1],
+                "in_chans": 3,
+                "training_data": f"{member.task} (source {member.source}, data sha256 {member.data_hash[:16]})",
+                "license": "Apache-2.0",
+                "citation": "GeoSANE-HF RS-tuned member (geosane_hf.experiments.members)",
+                "family": f"rs-member/{member.architecture}",
+                "num_classes": 1000,
+                "metrics": {member.primary_metric: round(member.score, 6)},
+                "notes": f"ImageNet {member.architecture} fine-tuned on {member.task}, budget {member.budget.tag}; "
+                "stem and classifier kept from ImageNet",
+            }
+        )
+    return CollectionManifest.from_dict({"name": name, "models": models}, root=root, where=name)

@@ -355,10 +355,21 @@ def _verdict(start: StartRow, opponent: StartRow) -> Verdict | None:
 
 
 def _opponents(sampler: str, rows: dict[str, StartRow], config: ExperimentConfig) -> list[str]:
+    """Scratch, the matched noise and weight selection (reported missing when not run), then every other baseline
+    that has scores (the prompt, pruning, distillation, collection checkpoints ...); never another GeoSANE start."""
     noise = f"prompt_plus_noise:{sampler}"
     if noise not in rows and "prompt_plus_noise" in rows:
         noise = "prompt_plus_noise"  # matched to geosane.match_sampler (its note says which)
-    return ["scratch", noise if noise in rows else f"prompt_plus_noise:{sampler}", "weight_selection"]
+    first = ["scratch", noise if noise in rows else f"prompt_plus_noise:{sampler}", "weight_selection"]
+    others = [
+        name
+        for name, row in rows.items()
+        if name not in first
+        and row.scores
+        and parse_start(name)[0].name != "geosane"
+        and not name.startswith("prompt_plus_noise")  # noise matched to another sampler's change
+    ]
+    return first + others
 
 
 def build_report(
