@@ -93,6 +93,31 @@ def test_matched_prompt_noise_has_exactly_the_geosane_distance(model_dir, tmp_pa
     assert noise.provenance["matched_to"]["start"] == "geosane:prompt-noise"
 
 
+def test_sampler_options_reach_the_sampler_and_are_part_of_the_request(model_dir, tmp_path):
+    from geosane_hf.generation import GenerationError, generate_weights
+
+    options = {"interpolation_min": 0.5, "interpolation_max": 0.5, "cross_architecture": True}
+    start = geosane_start(model_dir, TARGET, seed=0, store=tmp_path, img_size=32, sampler_options=options)
+    assert start.provenance["sampler_options"] == options
+    record = json.loads(next(tmp_path.glob("*/*/geosane_generation.json")).read_text())
+    plain = geosane_start(model_dir, TARGET, seed=0, store=tmp_path, img_size=32)  # another request: regenerated
+    assert not plain.provenance["reused_published"] and plain.provenance["sampler_options"] == {}
+    assert (
+        record["request_fingerprint"]
+        != json.loads(next(tmp_path.glob("*/*/geosane_generation.json")).read_text())["request_fingerprint"]
+    )
+    model = GeoSANEModel.from_pretrained(model_dir)
+    with pytest.raises(GenerationError, match=r"expected sampler_options among the interpolate sampler's fields"):
+        generate_weights(model, "test_resnet", sampler_options={"cross_arch": True}, calibrate=False)
+    with pytest.raises(ExperimentConfigError, match="Did you mean interpolate"):
+        _config(model_dir, ["scratch"], geosane={"sampler_options": {"interpolat": {}}})
+    with pytest.raises(ExperimentConfigError, match="mapping of option names"):
+        _config(model_dir, ["scratch"], geosane={"sampler_options": {"interpolate": [1]}})
+    assert _config(
+        model_dir, ["scratch"], geosane={"sampler_options": {"interpolate": options}}
+    ).geosane.sampler_options
+
+
 # ------------------------------------------------------------------------------------------------ running
 
 

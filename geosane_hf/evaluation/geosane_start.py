@@ -40,7 +40,7 @@ import math
 import shutil
 import tempfile
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +249,7 @@ def geosane_start(
     revision: str | None = None,
     model_id: str | None = None,
     reuse: bool = True,
+    sampler_options: Mapping[str, Any] | None = None,
 ) -> Start:
     """Generates weights for `target` with a GeoSANE model, publishes them as a timm repo and starts from the repo.
 
@@ -273,6 +274,8 @@ def geosane_start(
         revision: Hub revision of the GeoSANE model.
         model_id: The model id recorded in the provenance and card (default: the folder or Hub id given).
         reuse: Load an existing published folder made from the same request instead of generating again.
+        sampler_options: Other fields of the sampler's config (see :func:`generate_weights`), e.g.
+            ``{"cross_architecture": True}``.
 
     Returns:
         A Start named ``geosane:<sampler>`` whose provenance has ``distance_to_prompt``, ``published``,
@@ -298,6 +301,7 @@ def geosane_start(
         "target": [target.name, target.in_chans, target.num_classes, target.library, list(map(list, target.kwargs))],
         "seed": seed,
         "sampler": sampler,
+        **({"sampler_options": dict(sampler_options)} if sampler_options else {}),
         "noise_scale": None if noise_scale is None else float(noise_scale),
         "collection": collection_id,
         "bands": list(bands) if bands else None,
@@ -349,6 +353,7 @@ def geosane_start(
                     img_size=img_size,
                     model_id=model_id or loaded_id,
                     revision=revision,
+                    sampler_options=sampler_options,
                 )
             except GenerationError as error:
                 raise StartError(
@@ -381,6 +386,7 @@ def geosane_start(
     provenance = {
         "method": "geosane",
         "sampler": sampler,
+        "sampler_options": dict(sampler_options or {}),
         "seed": seed,
         "geosane_model": record.get("geosane_model"),
         "geosane_revision": record.get("geosane_revision"),

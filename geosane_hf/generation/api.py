@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,7 @@ def generate_weights(
     model_id: str | None = None,
     revision: str | None = None,
     show_progress: bool = False,
+    sampler_options: Mapping[str, Any] | None = None,
 ) -> GenerationOutput:
     """Generates weights for a prompt architecture with a GeoSANE model (a convenience over the pipeline).
 
@@ -94,6 +95,8 @@ def generate_weights(
         max_anchors / candidates / keep / rounds: Sampler sizes (fields of the sampler's config).
         reference / calibrate / calibration_data / calibration_count / img_size / window_batch_size / model_id /
             revision / show_progress: See :meth:`GeoSANEPipeline.__call__`.
+        sampler_options: Other fields of a named sampler's config, e.g. ``{"cross_architecture": True}`` for
+            ``"interpolate"`` (towards anchors of other architectures too); an unknown field is an error.
 
     Returns:
         A :class:`GenerationOutput`: the pipeline's :class:`WeightGenerationOutput` with the provenance as a dict.
@@ -119,7 +122,18 @@ def generate_weights(
         check_int("rounds", rounds, 1)
         cls = get_sampler_class(sampler)
         fields = {f.name for f in dataclasses.fields(cls.config_class)}
-        sampler = cls(**{k: v for k, v in {**sizes, "rounds": rounds}.items() if k in fields})
+        options = dict(sampler_options or {})
+        unknown = sorted(set(options) - fields)
+        if unknown:
+            raise GenerationError(
+                f"expected sampler_options among the {sampler} sampler's fields {sorted(fields)}, got {unknown}"
+            )
+        sampler = cls(**{k: v for k, v in {**sizes, "rounds": rounds, **options}.items() if k in fields})
+    elif sampler_options:
+        raise GenerationError(
+            f"expected sampler_options only with a sampler name, got a {type(sampler).__name__} instance: set them "
+            "in its config"
+        )
     if tokenizer is None and getattr(model, "config", None) is not None:
         tokenizer = WeightTokenizer(model.config.token_size, mode=tokenizer_mode)
     pipe = GeoSANEPipeline(model, sampler, tokenizer=tokenizer, collection=collection)

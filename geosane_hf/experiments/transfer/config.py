@@ -373,7 +373,7 @@ def packaged_experiments() -> dict[str, Path]:
     """{name: path} of the experiment configs shipped in ``geosane_hf/resources/experiments``.
 
     >>> sorted(packaged_experiments())
-    ['demo', 'heldout', 'heldout-quick', 'quick', 'samplers']
+    ['demo', 'heldout', 'heldout-cross', 'heldout-quick', 'quick', 'samplers']
     """
     folder = Path(str(resources.files("geosane_hf").joinpath("resources", "experiments")))
     return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}

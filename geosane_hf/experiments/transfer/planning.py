@@ -138,6 +138,8 @@ def _protocol(config: ExperimentConfig) -> dict[str, Any]:
 
 def _geosane_inputs(ctx: _Context) -> dict[str, Any]:
     spec = {k: v for k, v in ctx.config.geosane.to_dict().items() if k not in ("model", "store", "collection")}
+    if not spec.get("sampler_options"):  # absent = empty: fingerprints of configs without options do not change
+        spec.pop("sampler_options", None)
     return {**spec, "model": ctx.model_fp, "collection": ctx.collection_fp}
 
 

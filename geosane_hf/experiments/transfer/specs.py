@@ -9,7 +9,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from geosane_hf.experiments.transfer.parsing import (
@@ -156,6 +156,9 @@ class GeoSANESpec:
         calibration_count: images for calibration.
         reference: bootstrap scoring set: "task" (train images with image-level labels) or "packaged".
         reference_count: images in the reference set.
+        sampler_options: per sampler name, other fields of its config, e.g. ``{"interpolate":
+            {"cross_architecture": true}}`` (towards anchors of other architectures too: how a target without
+            relatives of its own architecture moves at all).
     """
 
     model: str | None = None
@@ -175,6 +178,7 @@ class GeoSANESpec:
     calibration_count: int = 16
     reference: str = "task"
     reference_count: int = 32
+    sampler_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "geosane") -> GeoSANESpec:
@@ -202,6 +206,20 @@ class GeoSANESpec:
                 raise ExperimentConfigError(f"expected an integer >= 1 for {where}.{key}, got {value!r}")
         if self.noise_scale is not None and (not isinstance(self.noise_scale, (int, float)) or self.noise_scale < 0):
             raise ExperimentConfigError(f"expected {where}.noise_scale >= 0, got {self.noise_scale!r}")
+        if not isinstance(self.sampler_options, dict):
+            raise ExperimentConfigError(
+                f"expected {where}.sampler_options to map sampler names to options, got {self.sampler_options!r}"
+            )
+        for name, options in self.sampler_options.items():
+            if name not in SAMPLERS:
+                raise ExperimentConfigError(
+                    f"expected sampler names {list(SAMPLERS)} in {where}.sampler_options, got {name!r}."
+                    + _did_you_mean(str(name), SAMPLERS)
+                )
+            if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+                raise ExperimentConfigError(
+                    f"expected {where}.sampler_options.{name} to be a mapping of option names, got {options!r}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

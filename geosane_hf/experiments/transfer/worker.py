@@ -184,6 +184,7 @@ class _Worker:
             revision=spec.revision,
             model_id=spec.model_id,
             reuse=self.ctx.resume,
+            sampler_options=spec.sampler_options.get(sampler),
         )
 
     def collection_starts(self, task: str, arch: str, seed: int) -> list[Start]:
