@@ -293,3 +293,28 @@ def test_extends_starts_from_a_base_config(tmp_path):
     (tmp_path / "list.yaml").write_text("- extends\n")
     with pytest.raises(ExperimentConfigError, match="mapping of settings"):
         ExperimentConfig.from_yaml(tmp_path / "list.yaml")
+
+
+def test_verdicts_cover_every_baseline_that_exists_for_the_target():
+    from geosane_hf.experiments.transfer.report import StartRow, _opponents
+
+    rows = {
+        name: StartRow(name, status)
+        for name, status in [
+            ("scratch", "ok"),
+            ("imagenet_prompt", "ok"),
+            ("prompt_plus_noise:interpolate", "ok"),
+            ("prompt_plus_noise:kde", "ok"),
+            ("magnitude_pruning", "failed"),
+            ("checkpoint_average", "n/a"),
+            ("geosane:kde", "ok"),
+            ("geosane:interpolate", "ok"),
+        ]
+    }
+    assert _opponents("interpolate", rows, None) == [
+        "scratch",
+        "prompt_plus_noise:interpolate",
+        "weight_selection",  # always asked for: reported missing when not run
+        "imagenet_prompt",
+        "magnitude_pruning",  # failed: reported missing
+    ]

@@ -37,6 +37,7 @@ from geosane_hf.task_data import EvaluationError
 
 __all__ = [
     "SOURCES",
+    "ZOO_DATA_SOURCES",
     "Member",
     "MemberBudget",
     "image_hashes",
@@ -57,8 +58,19 @@ SOURCES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: The trained zoo's data (the ``dataset`` names of its index, :mod:`geosane_hf.task_data.builtin`) by source: the
+#: zoo trains on the same Statlog patches and the same Landsat-8 scene (16x16 tiles) as the built-in tasks.
+ZOO_DATA_SOURCES: dict[str, str] = {"statlog-landsat": "statlog", "landsat8-cloud": "landsat8"}
+
+
 def source_of(task: str) -> str:
-    """The data source of a built-in task (its own name for a task of the user's)."""
+    """The data source of a built-in task or zoo dataset (its own name for a task of the user's).
+
+    >>> source_of("landsat8-cloud")  # the zoo's cloud tiles: the Landsat-8 scene of the built-in tasks
+    'landsat8'
+    """
+    if task in ZOO_DATA_SOURCES:
+        return ZOO_DATA_SOURCES[task]
     return next((source for source, tasks in SOURCES.items() if task in tasks), task)
 
 
@@ -229,7 +241,7 @@ def member_body(
 
 def member_checkpoint(member: Member) -> dict[str, torch.Tensor]:
     """The member as a whole ImageNet-layout timm checkpoint: the packaged ImageNet weights (3 bands, 1000 classes)
-    with the member's RS-tuned body.
+    with the member's RS-tuned body (:func:`member_body` around the ImageNet weights).
 
     The stem and the classifier stay ImageNet's (the member's stem took its own task's bands, its head its classes),
     so the file loads strictly into ``timm.create_model(architecture)`` and every consumer fits it to a task the way
@@ -239,13 +251,9 @@ def member_checkpoint(member: Member) -> dict[str, torch.Tensor]:
 
     from geosane_hf.packaged import imagenet_state_dict
 
-    out = imagenet_state_dict(member.architecture)
     model = timm.create_model(member.architecture, pretrained=False)
-    skip = set(_classifier_keys(model)) | {_first_conv_key(model)}
-    for key, value in member.state_dict.items():
-        if key in out and key not in skip and out[key].shape == value.shape:
-            out[key] = value.to(out[key].dtype).clone()
-    return {k: v.contiguous() for k, v in out.items()}
+    body = member_body(member, imagenet_state_dict(member.architecture), model)
+    return {k: v.contiguous() for k, v in body.items()}
 
 
 def members_manifest(members: Sequence[Member], folder: str | Path, name: str = "rs-members") -> CollectionManifest:
@@ -266,10 +274,9 @@ def members_manifest(members: Sequence[Member], folder: str | Path, name: str = 
     models = []
     for member in members:
         stem = f"{member.architecture}__{member.task}__{member.budget.tag}"
-        path = root / f"{stem}.safetensors"
-        if not path.is_file():
-            state = member_checkpoint(member)
-            write_with(path, lambda tmp, state=state: save_file(state, str(tmp)), suffix=".safetensors")
+        path = root / f"{stem}.safetensors"  # always rewritten: a member tuned again replaces its old file
+        state = member_checkpoint(member)
+        write_with(path, lambda tmp, state=state: save_file(state, str(tmp)), suffix=".safetensors")
         models.append(
             {
                 "id": f"member-{stem}".replace("_", "-").replace(".", "-"),

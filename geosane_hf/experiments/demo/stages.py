@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,15 +56,16 @@ def _dataset(config: DemoConfig) -> dict[str, Any]:
     return {"models": result.num_models, "tokens": result.num_tokens, "shards": len(result.token_shards)}
 
 
-def holdout_runs(zoo_dir: Path, count: int = 2) -> list[str]:
+def holdout_runs(zoo_dir: Path, count: int = 2, keep: Callable[[dict[str, Any]], bool] | None = None) -> list[str]:
     """Model ids of ``count`` whole population runs of the most common layout, held out from training.
 
     Whole runs (every checkpoint of a run), because a sibling checkpoint is almost a copy. The runs are the first
-    of that layout in plan order, so the choice is deterministic.
+    of that layout in plan order, so the choice is deterministic. ``keep`` restricts the choice to the index records
+    it accepts (e.g. the models a leave-one-source-out fold trains on).
     """
     from geosane_hf.collection.zoo import read_zoo_index
 
-    models = read_zoo_index(zoo_dir)["models"]
+    models = [r for r in read_zoo_index(zoo_dir)["models"] if keep is None or keep(r)]
     if not models:
         raise DemoError(f"expected a trained population in {zoo_dir} to hold runs out of training, found no models")
     layouts: dict[str, list[dict[str, Any]]] = {}

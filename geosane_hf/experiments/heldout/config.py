@@ -24,14 +24,15 @@ class HeldoutConfig:
     Attributes:
         out_dir: Everything goes here (zoo, members, one folder per fold, experiment.md / experiment.json).
         quick: The few-minute variant the tests run (quick zoo, 30 training steps, tiny members, one fold).
-        experiment: The comparison each fold runs (a packaged name or a YAML path); its tasks define the folds.
+        experiment: The comparison each fold runs (a packaged name or a YAML path); its tasks define the folds
+            (default ``heldout``; quick: ``heldout-quick``).
         member_architectures: Architectures fine-tuned on every task of the other sources (packaged ImageNet
-            weights needed).
-        member_max_train: Train samples per member (None: the whole train split).
-        member_epochs: Fine-tuning epochs per member.
+            weights needed; default Lite0 and Lite2, quick: Lite0).
+        member_max_train: Train samples per member, at most (default 1,000; quick: 16).
+        member_epochs: Fine-tuning epochs per member (default 6; quick: 1).
         zoo_runs: Population training runs (ignored in quick mode).
         train_config: GeoSANE training YAML (file or packaged name), as the demo's.
-        train_steps: Override of its ``num_steps`` (None: the config's; quick: 30).
+        train_steps: Override of its ``num_steps`` (default: the config's; quick: 30).
         train_threads: Intra-op threads of the training process.
         workers: Processes for the zoo and the fine-tuning runs.
         resume: Skip stages (and runs) already done with the same settings.
@@ -40,10 +41,10 @@ class HeldoutConfig:
 
     out_dir: str | os.PathLike = "runs/experiment"
     quick: bool = False
-    experiment: str = "heldout"
-    member_architectures: tuple[str, ...] = ("tf_efficientnet_lite0", "tf_efficientnet_lite2")
-    member_max_train: int | None = 1000
-    member_epochs: int = 6
+    experiment: str | None = None
+    member_architectures: tuple[str, ...] | None = None
+    member_max_train: int | None = None
+    member_epochs: int | None = None
     zoo_runs: int = 40
     train_config: str = "training/configs/small-demo.yaml"
     train_steps: int | None = None
@@ -53,24 +54,28 @@ class HeldoutConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.quick:
-            defaults = {
-                "experiment": ("heldout", "heldout-quick"),
-                "member_epochs": (6, 1),
-                "member_max_train": (1000, 16),
-            }
-            for name, (full, quick) in defaults.items():
-                if getattr(self, name) == full:
-                    object.__setattr__(self, name, quick)
-            if self.member_architectures == ("tf_efficientnet_lite0", "tf_efficientnet_lite2"):
-                object.__setattr__(self, "member_architectures", ("tf_efficientnet_lite0",))
-            if self.train_steps is None:
-                object.__setattr__(self, "train_steps", 30)
-        if self.workers < 1 or self.zoo_runs < 1 or self.member_epochs < 1:
-            raise HeldoutError(
-                f"expected workers, zoo_runs and member_epochs >= 1, got {self.workers}, {self.zoo_runs}, "
-                f"{self.member_epochs}"
-            )
+        # None: the mode's default (full run / quick); a value that is set is kept in both modes
+        defaults = {
+            "experiment": ("heldout", "heldout-quick"),
+            "member_architectures": (("tf_efficientnet_lite0", "tf_efficientnet_lite2"), ("tf_efficientnet_lite0",)),
+            "member_max_train": (1000, 16),
+            "member_epochs": (6, 1),
+            "train_steps": (None, 30),
+        }
+        for name, (full, quick) in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, quick if self.quick else full)
+        object.__setattr__(self, "member_architectures", tuple(self.member_architectures))
+        counts = {
+            "workers": self.workers,
+            "zoo_runs": self.zoo_runs,
+            "member_epochs": self.member_epochs,
+            "member_max_train": self.member_max_train,
+            "train_steps": self.train_steps or 1,
+        }
+        bad = {k: v for k, v in counts.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
+        if bad:
+            raise HeldoutError(f"expected integers >= 1 for {sorted(bad)}, got {bad}")
         if not self.member_architectures:
             raise HeldoutError("expected at least one member architecture (e.g. tf_efficientnet_lite0), got none")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from geosane_hf.atomic_io import write_text
-from geosane_hf.experiments.heldout.config import STATE_FILE, HeldoutConfig
+from geosane_hf.experiments.heldout.config import STATE_FILE, HeldoutConfig, HeldoutError
 from geosane_hf.generation.registry import DEFAULT_SAMPLER
 
 __all__ = ["RECOMMENDED", "Tally", "read_fold_tables", "tally", "write_docs", "write_report"]
@@ -65,11 +65,22 @@ def tally(tables: Sequence[dict[str, Any]], start: str = RECOMMENDED) -> list[Ta
     return list(out.values())
 
 
-def read_fold_tables(config: HeldoutConfig) -> dict[str, list[dict[str, Any]]]:
-    """{fold: the tables of its ``evaluation/results.json``} for every fold evaluated so far."""
-    out = {}
-    for path in sorted(config.path("folds").glob("*/evaluation/results.json")):
-        out[path.parent.parent.name] = json.loads(path.read_text())["tables"]
+def read_fold_tables(config: HeldoutConfig) -> dict[str, list[dict[str, Any]] | None]:
+    """{fold: the tables of its ``evaluation/results.json``, or None when its evaluate stage is not done with the
+    current settings}, for every fold of the comparison, in its order."""
+    from geosane_hf.experiments.heldout.run import heldout_stages
+
+    state = _state(config)
+    current = {stage.name: stage.fingerprint for stage in heldout_stages(config)}
+    out: dict[str, list[dict[str, Any]] | None] = {}
+    for name, fingerprint in current.items():
+        if not name.startswith("evaluate-"):
+            continue
+        fold = name[len("evaluate-") :]
+        record = state.get(name, {})
+        path = config.path("folds", fold, "evaluation", "results.json")
+        done = record.get("done") and record.get("fingerprint") == fingerprint and path.is_file()
+        out[fold] = json.loads(path.read_text())["tables"] if done else None
     return out
 
 
@@ -97,8 +108,18 @@ def _cell_rows(folds: dict[str, list[dict[str, Any]]], start: str) -> list[str]:
 
 def write_report(config: HeldoutConfig) -> tuple[Path, list[Tally]]:
     """Writes ``experiment.md`` and ``experiment.json`` into ``config.out_dir``; returns the report and the tallies."""
-    folds = read_fold_tables(config)
+    every = read_fold_tables(config)
+    folds = {fold: tables for fold, tables in every.items() if tables is not None}
+    if not folds:
+        raise HeldoutError(
+            f"expected at least one evaluated fold in {config.out_dir} (folds: {list(every)}), got none: run "
+            f"`geosane experiment --out {config.out_dir}` (without --only) first"
+        )
+    missing = [fold for fold, tables in every.items() if tables is None]
     state = _state(config)
+    failed = [
+        line for fold in folds for line in state.get(f"evaluate-{fold}", {}).get("summary", {}).get("failed", [])
+    ]
     tallies = tally([t for tables in folds.values() for t in tables])
     lines = [
         "# Leave one data source out: GeoSANE's recommended start against every baseline",
@@ -113,6 +134,12 @@ def write_report(config: HeldoutConfig) -> tuple[Path, list[Tally]]:
         f"A cell is one (task, target); **win** / **loss**: {RECOMMENDED}'s mean is higher / lower than the "
         "baseline's by more than the spread (the larger of the two seed standard deviations), else tie.",
         "",
+        *(
+            [f"**Not evaluated yet (not counted):** {', '.join(missing)}; rerun the command to finish them.", ""]
+            if missing
+            else []
+        ),
+        *([f"**Failed runs ({len(failed)}), not counted:** " + "; ".join(failed[:20]), ""] if failed else []),
         f"## Win / tie / loss of {RECOMMENDED} per baseline",
         "",
         "| baseline | win | tie | loss | cells |",
@@ -121,20 +148,28 @@ def write_report(config: HeldoutConfig) -> tuple[Path, list[Tally]]:
     lines += [f"| {t.baseline} | {t.wins} | {t.ties} | {t.losses} | {t.total} |" for t in tallies]
     lines += ["", "## Every comparison", "", *_cell_rows(folds, RECOMMENDED), "", "## The leave-out check", ""]
     lines += [
-        "Members are checked against every image of the fold's tasks (sha256 of each image's float32 bytes, whole "
-        "train and test splits); a shared image stops the run.",
+        "A fold's population holds nothing trained on its source: members are tuned on other sources' tasks "
+        "(`SOURCES` in geosane_hf.experiments.members groups tasks made of the same scenes or tiles), zoo models "
+        "trained on the source's data are left out (`ZOO_DATA_SOURCES`), and every image of the fold's tasks (whole "
+        "train and test splits) is hashed (sha256 of its float32 tensor) and compared with the images of every "
+        "member of another source: a shared image stops the run. The hash catches identical tensors; other tilings "
+        "of one scene differ in hash, which is why the source grouping is the rule. The packaged real checkpoints "
+        "(ukis-csmask, geoembed) were trained elsewhere (SPARCS, CloudSEN12+ and others; their data is not here to "
+        "hash).",
         "",
-        "| fold | task | data sha256 | images | shared with the fold's members | members |",
-        "|---|---|---|---:|---:|---|",
+        "| fold | task | data sha256 | images | shared with other sources' members | zoo models left out | members |",
+        "|---|---|---|---:|---:|---|---|",
     ]
     for name, record in state.items():
         if not name.startswith("collect-"):
             continue
         summary = record.get("summary", {})
         for task, check in summary.get("leave_out_check", {}).items():
+            zoo = summary.get("zoo_left_out", {})
             lines.append(
                 f"| {name[len('collect-') :]} | {task} | `{check['data_sha256'][:16]}` | {check['images']} | "
-                f"{check['images_shared_with_members']} | {', '.join(summary.get('members', []))} |"
+                f"{check['images_shared']} | {zoo.get('models', 0)} ({', '.join(zoo.get('datasets', [])) or '-'}) | "
+                f"{', '.join(summary.get('members', []))} |"
             )
     lines += ["", "## Stages", "", "| stage | seconds |", "|---|---:|"]
     lines += [f"| {name} | {record['seconds']:.0f} |" for name, record in state.items()]
@@ -160,7 +195,9 @@ def write_docs(config: HeldoutConfig, docs: str | Path) -> Path:
     if not report.is_file():
         write_report(config)
     text = report.read_text()
-    for fold in read_fold_tables(config):
+    for fold, tables in read_fold_tables(config).items():
+        if tables is None:
+            continue
         for plot in sorted(config.path("folds", fold, "evaluation", "plots").glob("*.png")):
             target = docs / "figures" / "experiment" / fold / plot.name
             target.parent.mkdir(parents=True, exist_ok=True)

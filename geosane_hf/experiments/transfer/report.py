@@ -6,8 +6,9 @@ start has the target's architecture, the mean fine-tuning seconds per run, and a
 checkpoint or matched distance was). Starts that do not exist for a target are rows with "n/a" and the reason;
 failed runs are rows with "failed" and the error.
 
-Verdict per GeoSANE sampler: against scratch, the prompt + noise matched to that sampler's distance, and weight
-selection, by mean over the seeds both have, whether the difference exceeds the spread (the larger of the two sample
+Verdict per GeoSANE sampler: against scratch, the prompt + noise matched to that sampler's distance, weight
+selection and every other baseline of the table (the prompt, pruning, distillation, collection checkpoints), by
+mean over the seeds both have, whether the difference exceeds the spread (the larger of the two sample
 stds), and on how many seeds the GeoSANE start scored higher (the seeds share batches, flips and heads, so a
 per-seed comparison is paired).
 
@@ -356,7 +357,8 @@ def _verdict(start: StartRow, opponent: StartRow) -> Verdict | None:
 
 def _opponents(sampler: str, rows: dict[str, StartRow], config: ExperimentConfig) -> list[str]:
     """Scratch, the matched noise and weight selection (reported missing when not run), then every other baseline
-    that has scores (the prompt, pruning, distillation, collection checkpoints ...); never another GeoSANE start."""
+    of the table that exists for the target (the prompt, pruning, distillation, collection checkpoints ...; a
+    failed one is reported missing); never another GeoSANE start or noise matched to another sampler."""
     noise = f"prompt_plus_noise:{sampler}"
     if noise not in rows and "prompt_plus_noise" in rows:
         noise = "prompt_plus_noise"  # matched to geosane.match_sampler (its note says which)
@@ -365,7 +367,7 @@ def _opponents(sampler: str, rows: dict[str, StartRow], config: ExperimentConfig
         name
         for name, row in rows.items()
         if name not in first
-        and row.scores
+        and row.status != "n/a"
         and parse_start(name)[0].name != "geosane"
         and not name.startswith("prompt_plus_noise")  # noise matched to another sampler's change
     ]
