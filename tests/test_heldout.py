@@ -131,3 +131,22 @@ def test_the_report_refuses_a_folder_without_an_evaluated_fold(tmp_path):
 def test_quick_mode_keeps_what_is_set():
     quick = HeldoutConfig(quick=True, experiment="heldout", member_epochs=6)
     assert (quick.experiment, quick.member_epochs, quick.member_max_train, quick.train_steps) == ("heldout", 6, 16, 30)
+
+
+def test_verdicts_between_identical_starts_are_listed_as_an_aa_test():
+    from geosane_hf.experiments.heldout.report import aa_verdicts
+
+    def table(distance):
+        verdicts = [
+            {"opponent": name, "difference": -0.05, "spread": 0.03, "exceeds_spread": True}
+            for name in ("scratch", "imagenet_prompt", "prompt_plus_noise:interpolate")
+        ]
+        return {
+            "task": "t",
+            "target": "a",
+            "rows": [{"start": "geosane:interpolate", "distance": distance}],
+            "verdicts": {"geosane:interpolate": verdicts},
+        }
+
+    found = aa_verdicts({"f": [table(0.0), table(2.5)]})  # the prompt itself, then a start that moved
+    assert [v["opponent"] for v in found] == ["imagenet_prompt", "prompt_plus_noise:interpolate"]

@@ -26,7 +26,16 @@ from geosane_hf.atomic_io import write_text
 from geosane_hf.experiments.heldout.config import STATE_FILE, HeldoutConfig, HeldoutError
 from geosane_hf.generation.registry import DEFAULT_SAMPLER
 
-__all__ = ["RECOMMENDED", "Tally", "read_fold_tables", "tally", "write_docs", "write_report"]
+__all__ = [
+    "RECOMMENDED",
+    "SAME_AS_PROMPT",
+    "Tally",
+    "aa_verdicts",
+    "read_fold_tables",
+    "tally",
+    "write_docs",
+    "write_report",
+]
 
 #: GeoSANE's recommended configuration, the start every baseline is counted against.
 RECOMMENDED = f"geosane:{DEFAULT_SAMPLER}"
@@ -89,6 +98,31 @@ def _state(config: HeldoutConfig) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+#: GeoSANE starts closer than this (L2 over the distance keys) to the prompt are the prompt up to float round-off.
+SAME_AS_PROMPT = 1e-3
+
+
+def _same_as_prompt(table: dict[str, Any], start: str = RECOMMENDED) -> bool:
+    """Whether `start` is the prompt itself in this table (e.g. the default sampler with no partner)."""
+    row = next((r for r in table.get("rows", []) if r.get("start") == start), None)
+    return row is not None and row.get("distance") is not None and row["distance"] < SAME_AS_PROMPT
+
+
+def aa_verdicts(folds: dict[str, list[dict[str, Any]]], start: str = RECOMMENDED) -> list[dict[str, Any]]:
+    """Verdicts of `start` against starts with the same weights (the prompt and the noise matched to a zero change)
+    in the cells where `start` is the prompt itself: an A/A test of the verdict rule (any win or loss is the
+    protocol's instability, not a property of a start)."""
+    out = []
+    for fold, tables in folds.items():
+        for table in tables:
+            if not _same_as_prompt(table, start):
+                continue
+            for v in table.get("verdicts", {}).get(start, []):
+                if v["opponent"] == "imagenet_prompt" or v["opponent"].startswith("prompt_plus_noise"):
+                    out.append({"fold": fold, "task": table["task"], "target": table["target"], **v})
+    return out
+
+
 def _cell_rows(folds: dict[str, list[dict[str, Any]]], start: str) -> list[str]:
     lines = [
         "| fold | task | target | baseline | GeoSANE | baseline | difference | spread | seeds GeoSANE higher | verdict |",
@@ -98,6 +132,8 @@ def _cell_rows(folds: dict[str, list[dict[str, Any]]], start: str) -> list[str]:
         for table in tables:
             for v in table.get("verdicts", {}).get(start, []):
                 verdict = "tie" if not v["exceeds_spread"] else ("**win**" if v["difference"] > 0 else "**loss**")
+                if _same_as_prompt(table, start):
+                    verdict += " (GeoSANE = prompt)"
                 lines.append(
                     f"| {fold} | {table['task']} | {table['target']} | {v['opponent']} | {v['mean']:.3f} | "
                     f"{v['opponent_mean']:.3f} | {v['difference']:+.3f} | {v['spread']:.3f} | "
@@ -146,7 +182,29 @@ def write_report(config: HeldoutConfig) -> tuple[Path, list[Tally]]:
         "|---|---:|---:|---:|---:|",
     ]
     lines += [f"| {t.baseline} | {t.wins} | {t.ties} | {t.losses} | {t.total} |" for t in tallies]
-    lines += ["", "## Every comparison", "", *_cell_rows(folds, RECOMMENDED), "", "## The leave-out check", ""]
+    lines += ["", "## Every comparison", "", *_cell_rows(folds, RECOMMENDED)]
+    aa = aa_verdicts(folds)
+    if aa:
+        beyond = [v for v in aa if v["exceeds_spread"]]
+        lines += [
+            "",
+            "## The verdict rule on identical starts (A/A)",
+            "",
+            f"Where {RECOMMENDED} has no partner of the target's architecture it returns the prompt itself (L2 "
+            f"distance < {SAME_AS_PROMPT:g}: float round-off of the decoder), and the matched noise then has norm ~0: "
+            "these verdicts compare a start with itself, so every **win** or **loss** among them is the instability "
+            "of fine-tuning (a change of 1e-7 in the weights moves the result as much as a change of seed), a false "
+            f"positive of the rule. Here: {len(beyond)} of {len(aa)} such verdicts are beyond the spread.",
+            "",
+            "| fold | task | target | baseline | difference | spread | verdict |",
+            "|---|---|---|---|---:|---:|---|",
+        ]
+        lines += [
+            f"| {v['fold']} | {v['task']} | {v['target']} | {v['opponent']} | {v['difference']:+.3f} | "
+            f"{v['spread']:.3f} | {'beyond the spread' if v['exceeds_spread'] else 'tie'} |"
+            for v in aa
+        ]
+    lines += ["", "## The leave-out check", ""]
     lines += [
         "A fold's population holds nothing trained on its source: members are tuned on other sources' tasks "
         "(`SOURCES` in geosane_hf.experiments.members groups tasks made of the same scenes or tiles), zoo models "

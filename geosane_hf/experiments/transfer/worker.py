@@ -299,6 +299,8 @@ class _Worker:
             sparsity = matching_sparsity(teacher_target, target)
             return magnitude_pruning(large, sparsity, scope=self.config.pruning_scope, seed=seed)
         if name == "distillation":
+            if self.task(key.task).kind == "detection":
+                raise _NotApplicable("distillation is for classification and segmentation (no box distillation)")
             model, info = self.teacher(key.task, spec.teacher, seed)
             start = distillation(
                 target, model, seed, teacher_name=f"{spec.teacher} fine-tuned from its ImageNet prompt"
