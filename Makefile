@@ -71,7 +71,7 @@ demo: setup
 zoo-experiment: setup
 	$(PY) -m geosane_hf.cli zoo-experiment --out runs/zoo-experiment
 
-# Issue 15, transfer (~90 min on 2 idle cores, resumable): per data source (Statlog, Landsat-8, SpaceNet), a GeoSANE
+# Issue 15, transfer (~70 min on 2 idle cores, resumable): per data source (Statlog, Landsat-8, SpaceNet), a GeoSANE
 # trained on a population without it (packaged real checkpoints, zoo, ImageNet Lite0/Lite2 tuned on the other
 # sources' tasks; checked by image content hash), then every start fine-tuned on the source's tasks (lite0 and lite1,
 # 5 seeds, few labels); win/tie/loss of GeoSANE's recommended start per baseline.

@@ -2,7 +2,7 @@
 (``make experiment``; docs/experiment.md).
 
 Example:
-    $ geosane experiment --out runs/experiment --docs docs     # every fold (~90 min on 2 cores), resumable
+    $ geosane experiment --out runs/experiment --docs docs     # every fold (~70 min on 2 cores), resumable
     $ geosane experiment --quick --out runs/experiment-quick    # the same pipeline in a few minutes
 """
 
